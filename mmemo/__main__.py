@@ -1,0 +1,3 @@
+from mmemo.cli import main
+
+main()

@@ -1,0 +1,189 @@
+"""The `mmemo` command line: parse options, build a config, call one pipeline function, print a summary.
+
+Exit codes: 0 when everything asked for was done; 1 when a command could not run at all (bad directory,
+unreadable label table, ...) *or* when `extract` finished but at least one clip failed (the good clips are
+extracted all the same; the failures are listed in FEATURES_DIR/errors.csv); 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from mmemo import __version__
+from mmemo.errors import MmemoError
+
+
+def _fail(e: Exception) -> click.ClickException:
+    return click.ClickException(str(e))
+
+
+def _feature_names() -> list[str]:
+    from mmemo.features.registry import FEATURES
+
+    return list(FEATURES)
+
+
+def _parse_features(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    known = _feature_names()
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown feature(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}",
+            param_hint="--features",
+        )
+    return names
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mmemo")
+def main() -> None:
+    """mmemo: valence and arousal from audio + video. extract -> train -> predict."""
+
+
+@main.command()
+@click.argument("corpus_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Features directory to write (shards/, manifest.csv, errors.csv, extract_config.json).",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Label CSV (default: CORPUS_DIR/labels.csv when present).",
+)
+@click.option(
+    "--features",
+    "features",
+    metavar="NAMES",
+    help="Comma-separated audio features to compute (default: all; see `mmemo features`).",
+)
+@click.option(
+    "--aspect",
+    type=click.Choice(["letterbox", "crop", "stretch"]),
+    default="letterbox",
+    show_default=True,
+    help="How frames become square: pad, centre-crop, or distort.",
+)
+@click.option("--frame-size", type=click.IntRange(16, 1024), default=224, show_default=True)
+@click.option("--n-mels", type=click.IntRange(8, 256), default=64, show_default=True)
+@click.option("--n-mfcc", type=click.IntRange(1, 128), default=20, show_default=True)
+@click.option(
+    "--jobs", "-j", type=click.IntRange(1, None), default=None, help="Clips extracted in parallel (default: all cores)."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes; errors and the summary only.")
+def extract(
+    corpus_dir: Path,
+    out_dir: Path,
+    labels_path: Path | None,
+    features: str | None,
+    aspect: str,
+    frame_size: int,
+    n_mels: int,
+    n_mfcc: int,
+    jobs: int | None,
+    quiet: bool,
+) -> None:
+    """Decode every clip of CORPUS_DIR into HDF5 shards of frames and audio features."""
+    from mmemo.config import ExtractConfig
+    from mmemo.pipeline.extract import extract_corpus
+
+    names = _parse_features(features)
+    try:
+        cfg = ExtractConfig(
+            aspect=aspect, frame_size=frame_size, n_mels=n_mels, n_mfcc=n_mfcc, **({"features": names} if names else {})
+        )
+        summary = extract_corpus(
+            corpus_dir,
+            out_dir,
+            cfg,
+            labels_path=labels_path,
+            jobs=jobs or os.cpu_count(),
+            progress=not quiet,
+            log=(lambda s: None) if quiet else _err,
+        )
+    except MmemoError as e:
+        raise _fail(e) from None
+    _print_summary(summary)
+    if summary.failed:
+        raise click.ClickException(f"{len(summary.failed)} clip(s) failed; see {summary.out_dir / 'errors.csv'}")
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _print_summary(summary) -> None:
+    done, kept, failed = summary.count("ok"), summary.count("up-to-date"), len(summary.failed)
+    minutes = summary.media_seconds / 60
+    click.echo(
+        f"{done} extracted, {kept} up to date, {failed} failed; {minutes:.2f} media minutes in "
+        f"{summary.wall_s:.1f} s -> {summary.out_dir}"
+    )
+    if done == 0 and failed == 0:
+        click.echo("nothing to extract: every clip is up to date")
+
+
+@main.command()
+def features() -> None:
+    """List the registered audio features (name, dimension, description)."""
+    from mmemo.config import ExtractConfig
+    from mmemo.features.registry import FEATURES
+
+    cfg = ExtractConfig()
+    for name, f in FEATURES.items():
+        click.echo(f"{name:10s} {f.dim(cfg):3d}  {f.dtype.__name__}  {f.description}")
+
+
+@main.command()
+@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def inspect(features_dir: Path) -> None:
+    """Summarise a features directory: clips, hours, modalities, features, storage, failures."""
+    from mmemo.pipeline.inspect import format_inventory, inventory
+
+    try:
+        click.echo(format_inventory(inventory(features_dir)))
+    except MmemoError as e:
+        raise _fail(e) from None
+
+
+@main.command()
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("mmemo-demo"),
+    show_default=True,
+    help="Where the demo corpus and features go.",
+)
+@click.option("--clips", type=click.IntRange(2, 200), default=12, show_default=True)
+@click.option("--jobs", "-j", type=click.IntRange(1, None), default=None)
+def demo(out_dir: Path, clips: int, jobs: int | None) -> None:
+    """Make a small synthetic labelled corpus and extract it (no download needed)."""
+    from mmemo.demo import run_demo
+    from mmemo.pipeline.inspect import format_inventory, inventory
+
+    try:
+        summary = run_demo(out_dir, n_clips=clips, jobs=jobs or os.cpu_count(), log=_err)
+        _print_summary(summary)
+        click.echo(format_inventory(inventory(summary.out_dir)))
+    except MmemoError as e:
+        raise _fail(e) from None
+    if summary.failed:
+        raise click.ClickException(f"{len(summary.failed)} demo clip(s) failed")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Configuration dataclasses. Each is saved with the output it produced (to_dict / from_dict)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from mmemo.errors import ConfigError
+
+ASPECT_POLICIES = ("letterbox", "crop", "stretch")
+
+
+def _default_features() -> tuple[str, ...]:
+    from mmemo.features.registry import default_feature_names
+
+    return default_feature_names()
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What `mmemo extract` computes. Everything here changes the arrays, so all of it is hashed.
+
+    The time grid is fixed by ``fps`` and ``sample_rate``: frame ``t`` covers ``[t/fps, (t+1)/fps)`` and the
+    audio features of row ``t`` summarise the same ``hop_length = sample_rate / fps`` samples.
+    """
+
+    sample_rate: int = 16000
+    fps: int = 25
+    frame_size: int = 224
+    aspect: str = "letterbox"
+    n_fft: int = 1024
+    n_mels: int = 64
+    n_mfcc: int = 20
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    rolloff_percent: float = 0.85
+    tempo_window_s: float = 8.0
+    features: tuple[str, ...] = field(default_factory=_default_features)
+
+    def __post_init__(self) -> None:
+        from mmemo.features.registry import FEATURES
+
+        if self.aspect not in ASPECT_POLICIES:
+            raise ConfigError(f"aspect policy {self.aspect!r} is not one of {', '.join(ASPECT_POLICIES)}")
+        if self.sample_rate % self.fps:
+            raise ConfigError(f"sample_rate {self.sample_rate} is not a multiple of fps {self.fps}")
+        if self.n_fft < self.hop_length:
+            raise ConfigError(f"n_fft {self.n_fft} is shorter than the hop {self.hop_length}")
+        if self.frame_size < 8:
+            raise ConfigError(f"frame_size {self.frame_size} is too small")
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown:
+            raise ConfigError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}")
+        if not self.features:
+            raise ConfigError("no audio feature selected")
+        object.__setattr__(self, "features", tuple(self.features))
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per video frame (640 at 16 kHz and 25 fps)."""
+        return self.sample_rate // self.fps
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["features"] = list(self.features)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExtractConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown extract config key(s): {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "features" in d:
+            d["features"] = tuple(d["features"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def config_hash(self) -> str:
+        """A short stable hash of everything that changes the extracted arrays (used to key resume)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]

@@ -1,0 +1,97 @@
+"""THE definition of a shard's layout. Writer, reader, validation and tests all import it from here.
+
+One shard is one HDF5 file holding one clip (``FEATURES_DIR/shards/<clip id>.h5``), written by one process::
+
+    /                         attrs: ROOT_ATTRS (schema_version, clip_id, source, sizes, durations, ...)
+    /timestamps               (T,)            float64  seconds from the clip's origin: t / fps
+    /video/frames             (T, S, S, 3)    uint8    RGB, S = frame_size, chunked (FRAME_CHUNK, S, S, 3)
+    /video/mask               (T,)            bool     a source frame is on screen in row t
+    /video/source_time        (T,)            float64  presentation time (s) of the source frame shown in row t
+    /audio/features/<name>    (T, D_name)     float32  one dataset per registered audio feature
+    /audio/mask               (T,)            bool     row t holds decoded audio
+    /labels/valence           (T,)            float32  NaN where unlabelled
+    /labels/arousal           (T,)            float32  NaN where unlabelled
+    /labels/mask              (T,)            bool     both dimensions are labelled in row t
+    /meta                     attrs: feature_config (JSON), config_hash, mmemo_version, versions (JSON)
+
+``/video`` is absent for audio-only clips, ``/audio`` for video-only clips and ``/labels`` for unlabelled
+clips; ``modalities`` in the root attrs says which are present. The feature configuration lives in ``/meta``
+rather than on the root so that the clip's own string attributes name only the clip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+SHARD_DIR = "shards"
+SHARD_SUFFIX = ".h5"
+PARTIAL_SUFFIX = ".partial"
+MANIFEST = "manifest.csv"
+ERRORS = "errors.csv"
+RUN_CONFIG = "extract_config.json"
+
+TIMESTAMPS = "timestamps"
+VIDEO = "video"
+FRAMES = "video/frames"
+VIDEO_MASK = "video/mask"
+SOURCE_TIME = "video/source_time"
+AUDIO = "audio"
+AUDIO_FEATURES = "audio/features"
+AUDIO_MASK = "audio/mask"
+LABELS = "labels"
+VALENCE = "labels/valence"
+AROUSAL = "labels/arousal"
+LABEL_MASK = "labels/mask"
+META = "meta"
+
+# Frames are written and read in whole chunks of this many rows (the decoder hands them over in this size).
+FRAME_CHUNK = 16
+FRAME_COMPRESSION = "lzf"  # fast, built into every h5py; issue-3 benchmarks may choose another
+
+ROOT_ATTRS: dict[str, type] = {
+    "schema_version": int,
+    "clip_id": str,
+    "source": str,  # path relative to the corpus directory
+    "audio_source": str,  # separate audio file relative to the corpus ("" when the audio is in `source`)
+    "source_size": int,
+    "source_mtime": float,
+    "audio_source_size": int,
+    "audio_source_mtime": float,
+    "n_frames": int,
+    "fps": int,
+    "duration": float,
+    "modalities": str,  # "audio,video", "audio" or "video"
+    "native_fps": float,
+    "native_width": int,
+    "native_height": int,
+    "rotation": int,
+    "sample_rate": int,
+    "native_sample_rate": int,
+    "native_channels": int,
+    "label_kind": str,  # "clip", "continuous" or "" (unlabelled)
+    "key": str,  # what the shard was made from: resume compares it (see pipeline.extract.clip_key)
+}
+
+META_ATTRS: dict[str, type] = {
+    "feature_config": str,
+    "config_hash": str,
+    "mmemo_version": str,
+    "versions": str,
+}
+
+# (path, dtype, shape as a function of T and the frame size / feature dimension)
+PER_ROW = {
+    TIMESTAMPS: np.float64,
+    VIDEO_MASK: np.bool_,
+    SOURCE_TIME: np.float64,
+    AUDIO_MASK: np.bool_,
+    VALENCE: np.float32,
+    AROUSAL: np.float32,
+    LABEL_MASK: np.bool_,
+}
+
+
+def feature_path(name: str) -> str:
+    return f"{AUDIO_FEATURES}/{name}"

@@ -1,0 +1,211 @@
+"""Shard writer (atomic: ``*.partial`` then rename) and reader, following ``mmemo.data.schema``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mmemo.data import schema as S
+from mmemo.errors import SchemaError
+
+
+def shard_relpath(clip_id: str) -> str:
+    """Where a clip's shard lives, relative to FEATURES_DIR (mirrors the corpus tree)."""
+    return f"{S.SHARD_DIR}/{clip_id}{S.SHARD_SUFFIX}"
+
+
+class ShardWriter:
+    """Writes one clip's shard under ``<path>.partial`` and renames it to ``path`` only when complete.
+
+    Use as a context manager: an exception inside the block deletes the partial file, so a failed clip never
+    leaves a shard behind. Frames are appended chunk by chunk (``append_frames``), everything else at the end.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, frame_size: int) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + S.PARTIAL_SUFFIX)
+        self.frame_size = frame_size
+        self.h5: h5py.File | None = None
+        self.n_frames = 0
+
+    def __enter__(self) -> ShardWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.h5 = h5py.File(self.partial, "w")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.h5 is not None:
+            self.h5.close()
+            self.h5 = None
+        if exc_type is None:
+            os.replace(self.partial, self.path)  # atomic on POSIX: readers see no shard or a whole one
+        else:
+            self.partial.unlink(missing_ok=True)
+
+    def append_frames(self, chunk: np.ndarray) -> None:
+        """Append rows ``(n, S, S, 3)`` uint8 to /video/frames."""
+        if chunk.dtype != np.uint8 or chunk.shape[1:] != (self.frame_size, self.frame_size, 3):
+            raise ValueError(f"frame chunk {chunk.shape} {chunk.dtype} does not match the schema")
+        if S.FRAMES not in self.h5:
+            s = self.frame_size
+            self.h5.create_dataset(
+                S.FRAMES,
+                shape=(0, s, s, 3),
+                maxshape=(None, s, s, 3),
+                dtype=np.uint8,
+                chunks=(S.FRAME_CHUNK, s, s, 3),
+                compression=S.FRAME_COMPRESSION,
+            )
+        ds = self.h5[S.FRAMES]
+        n = len(chunk)
+        ds.resize(self.n_frames + n, axis=0)
+        ds[self.n_frames : self.n_frames + n] = chunk
+        self.n_frames += n
+
+    def write(self, name: str, data: np.ndarray, dtype: type | None = None) -> None:
+        data = np.asarray(data, dtype=dtype)
+        self.h5.create_dataset(name, data=data, chunks=True if data.ndim and data.size else None)
+
+    def set_attrs(self, root: dict, meta: dict) -> None:
+        for k, v in root.items():
+            self.h5.attrs[k] = S.ROOT_ATTRS[k](v)
+        g = self.h5.require_group(S.META)
+        for k, v in meta.items():
+            g.attrs[k] = S.META_ATTRS[k](v)
+
+
+@dataclass
+class ClipData:
+    """One clip read back from its shard; arrays are (T, ...) along time."""
+
+    attrs: dict
+    meta: dict
+    timestamps: np.ndarray  # (T,)
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (T, D)
+    audio_mask: np.ndarray | None = None  # (T,)
+    frames: np.ndarray | None = None  # (T, S, S, 3) uint8 (only when asked for)
+    video_mask: np.ndarray | None = None  # (T,)
+    source_time: np.ndarray | None = None  # (T,)
+    valence: np.ndarray | None = None  # (T,)
+    arousal: np.ndarray | None = None  # (T,)
+    label_mask: np.ndarray | None = None  # (T,)
+
+    @property
+    def clip_id(self) -> str:
+        return self.attrs["clip_id"]
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.attrs["n_frames"])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in self.attrs["modalities"].split(",") if m)
+
+    @property
+    def feature_config(self) -> dict:
+        return json.loads(self.meta["feature_config"])
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def open_shard(path: str | os.PathLike) -> h5py.File:
+    """Open a shard read-only, refusing one written under another schema version with one clear line."""
+    path = Path(path)
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as e:
+        raise SchemaError(f"{path}: not a readable HDF5 shard ({e})") from None
+    version = h5.attrs.get("schema_version")
+    if version != S.SCHEMA_VERSION:
+        h5.close()
+        raise SchemaError(f"{path}: shard schema version {version} is not {S.SCHEMA_VERSION}; re-run `mmemo extract`")
+    return h5
+
+
+def read_attrs(path: str | os.PathLike) -> dict:
+    """The root attributes of a shard (cheap: no dataset is read)."""
+    with open_shard(path) as h5:
+        return {k: _attr(v) for k, v in h5.attrs.items()}
+
+
+def read_clip(path: str | os.PathLike, *, frames: bool = True) -> ClipData:
+    """Read a whole clip back (frames only when ``frames``; they are the large part)."""
+    with open_shard(path) as h5:
+        clip = ClipData(
+            attrs={k: _attr(v) for k, v in h5.attrs.items()},
+            meta={k: _attr(v) for k, v in h5[S.META].attrs.items()},
+            timestamps=h5[S.TIMESTAMPS][()],
+        )
+        if S.AUDIO in h5:
+            clip.features = {name: ds[()] for name, ds in h5[S.AUDIO_FEATURES].items()}
+            clip.audio_mask = h5[S.AUDIO_MASK][()]
+        if S.VIDEO in h5:
+            clip.video_mask = h5[S.VIDEO_MASK][()]
+            clip.source_time = h5[S.SOURCE_TIME][()]
+            if frames:
+                clip.frames = h5[S.FRAMES][()]
+        if S.LABELS in h5:
+            clip.valence, clip.arousal = h5[S.VALENCE][()], h5[S.AROUSAL][()]
+            clip.label_mask = h5[S.LABEL_MASK][()]
+    return clip
+
+
+def validate_shard(path: str | os.PathLike) -> list[str]:
+    """Problems found in one shard against the schema (empty when it is sound). Reads every dataset."""
+    path = Path(path)
+    try:
+        h5 = open_shard(path)
+    except SchemaError as e:
+        return [str(e)]
+    problems: list[str] = []
+    with h5:
+        for k in S.ROOT_ATTRS:
+            if k not in h5.attrs:
+                problems.append(f"{path}: missing attribute {k}")
+        if problems:
+            return problems
+        T = int(h5.attrs["n_frames"])
+        mods = set(filter(None, str(_attr(h5.attrs["modalities"])).split(",")))
+        for name, dtype in S.PER_ROW.items():
+            group = name.split("/")[0] if "/" in name else None
+            if group is not None and group not in h5:
+                continue  # an absent modality or unlabelled clip
+            if name not in h5:
+                problems.append(f"{path}: missing dataset /{name}")
+                continue
+            ds = h5[name]
+            if ds.shape != (T,) or ds.dtype != dtype:
+                problems.append(f"{path}: /{name} is {ds.shape} {ds.dtype}, expected ({T},) {np.dtype(dtype)}")
+        for mod in ("audio", "video"):
+            if (mod in mods) != (mod in h5):
+                state = "present" if mod in h5 else "absent"
+                problems.append(f"{path}: modalities say {sorted(mods)} but /{mod} is {state}")
+        if S.VIDEO in h5:
+            ds = h5[S.FRAMES]
+            if ds.ndim != 4 or ds.shape[0] != T or ds.shape[3] != 3 or ds.dtype != np.uint8:
+                problems.append(f"{path}: /{S.FRAMES} is {ds.shape} {ds.dtype}, expected ({T}, S, S, 3) uint8")
+        if S.AUDIO in h5:
+            config = json.loads(_attr(h5[S.META].attrs.get("feature_config", "{}")))
+            expected = set(config.get("features", []))
+            got = set(h5[S.AUDIO_FEATURES].keys())
+            if expected and got != expected:
+                problems.append(f"{path}: features {sorted(got)} differ from the configuration's {sorted(expected)}")
+            for name, ds in h5[S.AUDIO_FEATURES].items():
+                x = ds[()]
+                if x.ndim != 2 or x.shape[0] != T or x.dtype != np.float32:
+                    problems.append(f"{path}: feature {name} is {x.shape} {x.dtype}, expected ({T}, D) float32")
+                elif not np.isfinite(x).all():
+                    problems.append(f"{path}: feature {name} holds {int((~np.isfinite(x)).sum())} NaN/Inf values")
+    return problems

@@ -1,0 +1,357 @@
+"""`mmemo extract`: corpus scan -> one job per clip (joblib) -> one shard per clip + manifest + errors.
+
+A clip that fails (corrupt, truncated, empty, not media) is reported in one line naming the file and the
+reason, recorded in ``errors.csv`` and the manifest, and never written as a shard; the other clips go on.
+A clip whose shard already exists and was made from the same source file (size, mtime), the same feature
+configuration, the same labels and the same schema is not extracted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmemo import __version__
+from mmemo.config import ExtractConfig
+from mmemo.data import schema as S
+from mmemo.data.labels import LabelTable, align, read_labels
+from mmemo.data.shards import ShardWriter, read_attrs, shard_relpath
+from mmemo.errors import MediaError, MmemoError, SchemaError
+from mmemo.features.audio import compute_features
+from mmemo.features.media import decode_media
+from mmemo.pipeline.corpus import ClipSource, discover
+
+LABELS_FILE = "labels.csv"
+
+
+@dataclass
+class ClipResult:
+    """What happened to one clip; one row of the manifest."""
+
+    clip: str
+    source: str
+    status: str  # "ok" (extracted now), "up-to-date" (kept from an earlier run) or "failed"
+    shard: str = ""
+    frames: int = 0
+    duration: float = 0.0
+    modalities: str = ""
+    labels: str = ""  # "clip", "continuous" or ""
+    bytes: int = 0
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExtractSummary:
+    out_dir: Path
+    results: list[ClipResult]
+    wall_s: float
+    notes: list[str]  # duplicates, label mismatches: reported, not fatal
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list[ClipResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def media_seconds(self) -> float:
+        return sum(r.duration for r in self.results if r.status != "failed")
+
+
+def package_versions() -> dict[str, str]:
+    import av
+    import h5py
+    import librosa
+
+    return {
+        "mmemo": __version__,
+        "python": sys.version.split()[0],
+        "av": av.__version__,
+        "ffmpeg(libavcodec)": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
+        "librosa": librosa.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def _file_stamp(p: Path | None) -> tuple[int, float]:
+    if p is None:
+        return 0, 0.0
+    st = p.stat()
+    return st.st_size, st.st_mtime
+
+
+def clip_key(src: ClipSource, cfg: ExtractConfig, label_rows: pd.DataFrame | None) -> str:
+    """What a shard is made from; equal keys mean the shard is up to date."""
+    parts = {
+        "schema": S.SCHEMA_VERSION,
+        "source": _file_stamp(src.path),
+        "audio_source": _file_stamp(src.audio_path),
+        "config": cfg.config_hash(),
+        "labels": "" if label_rows is None else pd.util.hash_pandas_object(label_rows, index=False).sum().item(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def extract_clip(
+    src: ClipSource,
+    corpus: Path,
+    out_dir: Path,
+    cfg: ExtractConfig,
+    labels: tuple[pd.DataFrame, str] | None,
+    key: str,
+) -> ClipResult:
+    """Decode, featurise and write one clip (runs in a worker process). Never raises for bad media."""
+    rel = src.rel(corpus)
+    shard = shard_relpath(src.clip_id)
+    path = out_dir / shard
+    try:
+        with ShardWriter(path, frame_size=cfg.frame_size) as w:
+            dec = decode_media(
+                src.path,
+                audio_path=src.audio_path,
+                fps=cfg.fps,
+                sample_rate=cfg.sample_rate,
+                size=cfg.frame_size,
+                aspect=cfg.aspect,
+                on_frames=w.append_frames,
+                chunk_frames=S.FRAME_CHUNK,
+            )
+            T = dec.n_frames
+            w.write(S.TIMESTAMPS, np.arange(T) / cfg.fps, np.float64)
+            if dec.has_video:
+                if w.n_frames != T:
+                    raise AssertionError(f"{w.n_frames} frames written for {T} rows")
+                w.write(S.VIDEO_MASK, dec.video_mask, np.bool_)
+                w.write(S.SOURCE_TIME, dec.source_time, np.float64)
+            if dec.has_audio:
+                for name, x in compute_features(dec.audio, cfg).items():
+                    w.write(S.feature_path(name), x, np.float32)
+                w.write(S.AUDIO_MASK, dec.audio_mask, np.bool_)
+            label_kind = ""
+            if labels is not None:
+                aligned = align(labels[0], labels[1], T, cfg.fps)
+                w.write(S.VALENCE, aligned.valence, np.float32)
+                w.write(S.AROUSAL, aligned.arousal, np.float32)
+                w.write(S.LABEL_MASK, aligned.mask, np.bool_)
+                label_kind = aligned.kind
+            size, mtime = _file_stamp(src.path)
+            asize, amtime = _file_stamp(src.audio_path)
+            w.set_attrs(
+                {
+                    "schema_version": S.SCHEMA_VERSION,
+                    "clip_id": src.clip_id,
+                    "source": rel,
+                    "audio_source": src.audio_path.relative_to(corpus).as_posix() if src.audio_path else "",
+                    "source_size": size,
+                    "source_mtime": mtime,
+                    "audio_source_size": asize,
+                    "audio_source_mtime": amtime,
+                    "n_frames": T,
+                    "fps": cfg.fps,
+                    "duration": dec.duration,
+                    "modalities": ",".join(dec.modalities),
+                    "native_fps": dec.native_fps,
+                    "native_width": dec.native_width,
+                    "native_height": dec.native_height,
+                    "rotation": dec.rotation,
+                    "sample_rate": cfg.sample_rate,
+                    "native_sample_rate": dec.native_sample_rate,
+                    "native_channels": dec.native_channels,
+                    "label_kind": label_kind,
+                    "key": key,
+                },
+                {
+                    "feature_config": cfg.to_json(),
+                    "config_hash": cfg.config_hash(),
+                    "mmemo_version": __version__,
+                    "versions": json.dumps(package_versions()),
+                },
+            )
+    except (MediaError, MmemoError) as e:
+        path.unlink(missing_ok=True)  # an older shard of this clip no longer matches its source
+        return ClipResult(src.clip_id, rel, "failed", error=str(e))
+    except Exception as e:  # a bug or an unforeseen library error: still one line, still only this clip
+        path.unlink(missing_ok=True)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return ClipResult(src.clip_id, rel, "failed", error=f"{src.path}: {type(e).__name__}: {msg}")
+    return ClipResult(
+        src.clip_id,
+        rel,
+        "ok",
+        shard=shard,
+        frames=T,
+        duration=round(dec.duration, 4),
+        modalities=",".join(dec.modalities),
+        labels=label_kind,
+        bytes=path.stat().st_size,
+        warnings=dec.warnings,
+    )
+
+
+def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipResult | None:
+    path = out_dir / shard_relpath(src.clip_id)
+    if not path.exists():
+        return None
+    try:
+        a = read_attrs(path)
+    except SchemaError:
+        return None
+    if a.get("key") != key:
+        return None
+    return ClipResult(
+        src.clip_id,
+        src.rel(corpus),
+        "up-to-date",
+        shard=shard_relpath(src.clip_id),
+        frames=int(a["n_frames"]),
+        duration=round(float(a["duration"]), 4),
+        modalities=a["modalities"],
+        labels=a["label_kind"],
+        bytes=path.stat().st_size,
+    )
+
+
+def _load_labels(corpus: Path, labels_path: Path | None) -> LabelTable | None:
+    if labels_path is not None:
+        return read_labels(labels_path)
+    default = corpus / LABELS_FILE
+    return read_labels(default) if default.exists() else None
+
+
+def _run_jobs(tasks: list[tuple], jobs: int):
+    """Yield ClipResults as clips finish; jobs > 1 runs them in loky worker processes."""
+    if jobs <= 1:
+        for t in tasks:
+            yield extract_clip(*t)
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    # One BLAS/numba thread per worker: `jobs` processes must not each start a pool as large as the machine.
+    with parallel_config(backend="loky", inner_max_num_threads=1):
+        yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(extract_clip)(*t) for t in tasks)
+
+
+def extract_corpus(
+    corpus_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: ExtractConfig,
+    *,
+    labels_path: str | os.PathLike | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ExtractSummary:
+    """Extract every clip of ``corpus_dir`` into ``out_dir``; see the module docstring.
+
+    Raises:
+        MmemoError: only when nothing can be done (no corpus, no media, unreadable label table).
+    """
+    t0 = time.perf_counter()
+    corpus_path = Path(corpus_dir)
+    if not corpus_path.is_dir():
+        raise MmemoError(f"{corpus_path}: not a directory")
+    corpus = discover(corpus_path)
+    if not corpus.clips:
+        raise MmemoError(f"{corpus_path}: no audio or video files found (looked for {', '.join(_suffixes())})")
+    out = Path(out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    table = _load_labels(corpus.root, Path(labels_path) if labels_path else None)
+
+    notes = list(corpus.duplicates)
+    label_rows = {c.clip_id: table.for_clip(c.clip_id) if table else None for c in corpus.clips}
+    if table is not None:
+        unknown = sorted(set(table.clip_ids) - set(label_rows))
+        unlabelled = [c for c, rows in label_rows.items() if rows is None]
+        if unknown:
+            notes.append(
+                f"{table.path}: {len(unknown)} labelled clip id(s) not in the corpus: "
+                + ", ".join(unknown[:5])
+                + (" ..." if len(unknown) > 5 else "")
+            )
+        if unlabelled:
+            notes.append(
+                f"{table.path}: {len(unlabelled)} clip(s) have no labels: "
+                + ", ".join(unlabelled[:5])
+                + (" ..." if len(unlabelled) > 5 else "")
+            )
+    for n in notes:
+        log(f"note: {n}")
+
+    results, tasks = [], []
+    for src in corpus.clips:
+        rows = label_rows[src.clip_id]
+        key = clip_key(src, cfg, rows)
+        done = _up_to_date(src, corpus.root, out, key)
+        if done is not None:
+            results.append(done)
+        else:
+            tasks.append((src, corpus.root, out, cfg, (rows, table.kind) if rows is not None else None, key))
+
+    bar = _progress(len(tasks), progress)
+    for r in _run_jobs(tasks, jobs):
+        results.append(r)
+        if r.status == "failed":
+            bar.write(f"error: {r.error}", file=sys.stderr)
+        for w in r.warnings:
+            bar.write(f"warning: {w}", file=sys.stderr)
+        bar.update(1)
+    bar.close()
+
+    results.sort(key=lambda r: r.clip)
+    summary = ExtractSummary(out, results, time.perf_counter() - t0, notes)
+    _write_outputs(summary, cfg, corpus.root, table)
+    return summary
+
+
+def _suffixes() -> list[str]:
+    from mmemo.features.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+
+    return list(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="clip", desc="extract", disable=not enabled or total == 0, file=sys.stderr)
+
+
+def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + S.PARTIAL_SUFFIX)
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+MANIFEST_COLUMNS = ["clip", "shard", "status", "frames", "duration", "modalities", "labels", "bytes", "source", "error"]
+
+
+def _write_outputs(summary: ExtractSummary, cfg: ExtractConfig, corpus: Path, table: LabelTable | None) -> None:
+    out = summary.out_dir
+    rows = [{k: v for k, v in asdict(r).items() if k != "warnings"} for r in summary.results]
+    _atomic_csv(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), out / S.MANIFEST)
+    errors = [{"clip": r.clip, "source": r.source, "error": r.error} for r in summary.failed]
+    _atomic_csv(pd.DataFrame(errors, columns=["clip", "source", "error"]), out / S.ERRORS)
+    record = {
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash(),
+        "schema_version": S.SCHEMA_VERSION,
+        "corpus": str(corpus),
+        "labels": str(table.path) if table else None,
+        "versions": package_versions(),
+    }
+    tmp = out / (S.RUN_CONFIG + S.PARTIAL_SUFFIX)
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, out / S.RUN_CONFIG)
