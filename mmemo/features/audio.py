@@ -15,6 +15,7 @@ from functools import cached_property
 
 import librosa
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mmemo.config import ExtractConfig
 from mmemo.features.registry import FEATURES, register
@@ -157,10 +158,17 @@ def compute_features(y: np.ndarray, cfg: ExtractConfig) -> dict[str, np.ndarray]
     """
     analysis = AudioAnalysis(y, cfg)
     out = {}
-    for name in cfg.features:
-        x = FEATURES[name].fn(analysis)
-        expected = (analysis.n_rows, FEATURES[name].dim(cfg))
-        if x.shape != expected or x.dtype != np.float32:
-            raise AssertionError(f"feature {name} returned {x.shape} {x.dtype}, expected {expected} float32")
-        out[name] = x
+    # One BLAS thread: a multi-threaded matrix product sums in another order, and the same clip must give the
+    # same bits whether it is extracted in the main process or in one of N workers (parallelism is per clip).
+    with threadpool_limits(limits=1):
+        for name in cfg.features:
+            out[name] = _checked(name, analysis, cfg)
     return out
+
+
+def _checked(name: str, analysis: AudioAnalysis, cfg: ExtractConfig) -> np.ndarray:
+    x = FEATURES[name].fn(analysis)
+    expected = (analysis.n_rows, FEATURES[name].dim(cfg))
+    if x.shape != expected or x.dtype != np.float32:
+        raise AssertionError(f"feature {name} returned {x.shape} {x.dtype}, expected {expected} float32")
+    return x
