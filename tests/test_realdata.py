@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-
 from conftest import REALDATA, needs_ffmpeg, needs_realdata
+
 from mmemo.cli import main
 from mmemo.data.shards import read_clip, validate_shard
 
