@@ -303,13 +303,16 @@ class _GridCfg:
 
 
 def _demux(container, streams: list, handlers: dict, path: Path) -> None:
+    at = 0.0  # media time reached, to say where a damaged file breaks
     try:
         for packet in container.demux(streams):
+            if packet.pts is not None and packet.time_base is not None:
+                at = max(at, float(packet.pts * packet.time_base))
             handler = handlers[packet.stream.index]
             for frame in packet.decode():
                 handler(frame)
     except av.FFmpegError as e:
-        raise MediaError(f"{path}: decoding failed ({_reason(e)})") from None
+        raise MediaError(f"{path}: decoding failed near {at:.2f} s ({_reason(e)})") from None
 
 
 def decode_media(

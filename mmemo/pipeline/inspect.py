@@ -96,6 +96,7 @@ def format_inventory(inv: Inventory) -> str:
     mb = 1024**2
     lines = [
         f"{inv.root}",
+        f"  shards       {inv.root / S.SHARD_DIR} (one HDF5 file per clip); manifest {inv.root / S.MANIFEST}",
         f"  clips        {inv.clips} ({inv.ok} extracted, {inv.failed} failed), {inv.hours * 60:.2f} media minutes "
         f"({inv.hours:.4f} h), {inv.labelled} labelled",
         "  modalities   " + ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(inv.modalities.items())),
