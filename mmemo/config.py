@@ -41,6 +41,20 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         from mmemo.features.registry import FEATURES
 
+        for name in ("sample_rate", "fps", "n_fft", "n_mels", "n_mfcc"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.n_mfcc > self.n_mels:
+            raise ConfigError(f"n_mfcc {self.n_mfcc} is more than n_mels {self.n_mels} (MFCC come from the mel bands)")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ConfigError(
+                f"mel range fmin {self.fmin} .. fmax {self.fmax} Hz must satisfy 0 <= fmin < fmax <= "
+                f"{self.sample_rate / 2:g} (half the sample rate)"
+            )
+        if not 0 < self.rolloff_percent < 1:
+            raise ConfigError(f"rolloff_percent {self.rolloff_percent} is not between 0 and 1")
+        if len(set(self.features)) != len(tuple(self.features)):
+            raise ConfigError(f"feature(s) listed twice: {', '.join(self.features)}")
         if self.aspect not in ASPECT_POLICIES:
             raise ConfigError(f"aspect policy {self.aspect!r} is not one of {', '.join(ASPECT_POLICIES)}")
         if self.sample_rate % self.fps:

@@ -29,7 +29,7 @@ class AudioAnalysis:
 
     def __init__(self, y: np.ndarray, cfg: ExtractConfig) -> None:
         hop = cfg.hop_length
-        if y.ndim != 1 or y.size % hop:
+        if y.ndim != 1 or y.size == 0 or y.size % hop:
             raise ValueError(f"audio of shape {y.shape} is not a whole number of {hop}-sample rows")
         self.y, self.cfg = y.astype(np.float32, copy=False), cfg
         self.n_rows = y.size // hop
@@ -77,11 +77,20 @@ class AudioAnalysis:
 
     @cached_property
     def tempogram(self) -> np.ndarray:
-        """(win, T) autocorrelation tempogram of the onset envelope, each column normalised to max 1."""
+        """(win, T) autocorrelation tempogram of the onset envelope, each column normalised to max 1.
+
+        The envelope's mean is removed first: an envelope that never goes negative correlates with itself at
+        every lag, which would make white noise look as rhythmic as a metronome. Negative correlations (no
+        periodicity at that lag) are clipped to 0, as librosa's tempo estimator expects.
+        """
         win = max(8, int(round(self.cfg.tempo_window_s * self.cfg.fps)))
-        return librosa.feature.tempogram(
-            onset_envelope=self.onset, sr=self.cfg.sample_rate, hop_length=self.cfg.hop_length, win_length=win
+        tg = librosa.feature.tempogram(
+            onset_envelope=self.onset - self.onset.mean(),
+            sr=self.cfg.sample_rate,
+            hop_length=self.cfg.hop_length,
+            win_length=win,
         )
+        return np.clip(tg, 0, None)
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
