@@ -96,18 +96,21 @@ def tone(freq: float, seconds: float, sample_rate: int = 16000, amplitude: float
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def counter_frames(n: int, height: int = 64, width: int = 64) -> np.ndarray:
-    """(n, H, W, 3) uint8 frames whose brightness encodes the index: frame i has grey level 8 + 4 * (i % 60).
+COUNTER_PERIOD = 18  # distinct grey levels: 16, 28, ..., 220
 
-    Large flat areas survive lossy encoding, so the index can be read back from the mean of a decoded frame.
+
+def counter_frames(n: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """(n, H, W, 3) uint8 frames whose grey level encodes the index: frame i is level 16 + 12 * (i % 18).
+
+    Steps of 12 grey levels survive RGB -> yuv420p -> RGB and lossy encoding (steps of 4 do not: ffmpeg itself
+    decodes level 8 as 6), so the index can be read back from the centre of a decoded frame.
     """
-    levels = 8 + 4 * (np.arange(n) % 60)
+    levels = 16 + 12 * (np.arange(n) % COUNTER_PERIOD)
     return np.broadcast_to(levels[:, None, None, None], (n, height, width, 3)).astype(np.uint8).copy()
 
 
 def read_counter(frames: np.ndarray) -> np.ndarray:
-    """Inverse of ``counter_frames`` on decoded frames (T, S, S, 3): index modulo 60 of each row."""
-    centre = frames[
-        :, frames.shape[1] // 2 - 4 : frames.shape[1] // 2 + 4, frames.shape[2] // 2 - 4 : frames.shape[2] // 2 + 4
-    ]
-    return np.round((centre.reshape(len(frames), -1).mean(axis=1) - 8) / 4).astype(int)
+    """Inverse of ``counter_frames`` on decoded rows (T, S, S, 3): the source index modulo 18 of each row."""
+    c = frames.shape[1] // 2
+    centre = frames[:, c - 4 : c + 4, c - 4 : c + 4].reshape(len(frames), -1).mean(axis=1)
+    return np.round((centre - 16) / 12).astype(int)

@@ -113,9 +113,15 @@ def _start(stream) -> Fraction:
 
 
 def _declared_duration(stream) -> float | None:
-    if stream is None or stream.duration is None or stream.time_base is None:
+    """How long the container says the stream lasts (Matroska and others only say it for the whole file)."""
+    if stream is None:
         return None
-    return float(stream.duration * stream.time_base)
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    container_duration = stream.container.duration
+    if container_duration is None:
+        return None
+    return container_duration / av.time_base - float(_start(stream))
 
 
 def target_size(width: float, height: float, size: int, aspect: str) -> tuple[int, int]:
