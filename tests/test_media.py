@@ -376,6 +376,10 @@ BAD_INPUTS = [
     pytest.param(
         lambda d: _truncate(_faststart(d), d / "truncated_fs.mp4"), id="truncated-faststart-mp4", marks=needs_ffmpeg
     ),
+    pytest.param(
+        lambda d: _truncate(write_media(d / "full.wav", audio=tone(440, 3.0)[None]), d / "truncated.wav"),
+        id="truncated-wav",
+    ),
 ]
 
 

@@ -112,6 +112,27 @@ def _start(stream) -> Fraction:
     return stream.start_time * stream.time_base
 
 
+def _check_wav_header(path: Path) -> None:
+    """A WAV file cut short still decodes (FFmpeg trusts the bytes it finds), so compare with its header.
+
+    The RIFF ``data`` chunk states its size; a file shorter than that lost its end. Sizes 0 and 0xFFFFFFFF
+    mean "unknown" (written while streaming) and are not checked.
+    """
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            have = path.stat().st_size - (pos + 8)
+            if 0 < size < 0xFFFFFFFF and have < size:
+                raise MediaError(f"{path}: truncated WAV file ({have} of the {size} data bytes its header declares)")
+            return
+        pos += 8 + size + (size & 1)
+
+
 def _declared_duration(stream) -> float | None:
     """How long the container says the stream lasts (Matroska and others only say it for the whole file)."""
     if stream is None:
@@ -353,6 +374,8 @@ def decode_media(
     video = audio = None
     declared: dict[str, tuple[Path, float | None]] = {}
     warnings: list[str] = []
+    if path.suffix.lower() == ".wav":
+        _check_wav_header(path)
     container = _open(path)
     try:
         vstream = _best_stream(container, "video") if use_video else None
@@ -376,6 +399,8 @@ def decode_media(
 
     if audio_path is not None and use_audio:
         apath = Path(audio_path)
+        if apath.suffix.lower() == ".wav":
+            _check_wav_header(apath)
         acontainer = _open(apath)
         try:
             astream = _best_stream(acontainer, "audio")
