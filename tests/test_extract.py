@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mmemo.cli import main
 from mmemo.config import ExtractConfig
 from mmemo.data.shards import read_clip, validate_shard
-from mmemo.features.audio import compute_features
+from mmemo.features.clip import featurise_in_memory
 from mmemo.features.media import decode_media
 from mmemo.synth import counter_frames, tone, write_media
 
@@ -79,11 +79,13 @@ def test_shard_equals_a_direct_decode(corpus, extracted):
     """What the shard holds is exactly what the decoder and the feature functions produce."""
     out, _ = extracted
     clip = read_clip(out / "shards/spk1/av.h5")
-    dec = decode_media(corpus / "spk1/av.mp4")
-    np.testing.assert_array_equal(clip.frames, dec.frames)
-    feats = compute_features(dec.audio, ExtractConfig())
-    for name, x in feats.items():
+    mem = featurise_in_memory(corpus / "spk1/av.mp4", ExtractConfig())
+    np.testing.assert_array_equal(clip.frames, mem.frames)
+    np.testing.assert_array_equal(clip.frames, decode_media(corpus / "spk1/av.mp4").frames)
+    assert sorted(mem.features) == sorted(clip.features)
+    for name, x in mem.features.items():
         np.testing.assert_array_equal(clip.features[name], x)
+    np.testing.assert_array_equal(clip.audio_mask, mem.media.audio_mask)
     np.testing.assert_array_equal(clip.timestamps, np.arange(50) / 25)
     assert clip.attrs["source"] == "spk1/av.mp4" and clip.attrs["native_fps"] == pytest.approx(30, rel=1e-3)
     assert clip.attrs["source_size"] == (corpus / "spk1/av.mp4").stat().st_size

@@ -48,6 +48,7 @@ META = "meta"
 
 # Frames are written and read in whole chunks of this many rows (the decoder hands them over in this size).
 FRAME_CHUNK = 16
+FEATURE_CHUNK = 1024  # rows per chunk of an audio feature dataset
 FRAME_COMPRESSION = "lzf"  # fast, built into every h5py; issue-3 benchmarks may choose another
 
 ROOT_ATTRS: dict[str, type] = {

@@ -67,6 +67,25 @@ class ShardWriter:
         ds[self.n_frames : self.n_frames + n] = chunk
         self.n_frames += n
 
+    def append_rows(self, name: str, first_row: int, rows: np.ndarray) -> None:
+        """Write rows ``(n, D)`` at ``first_row`` of a growing (T, D) dataset (the audio feature stream's sink)."""
+        if name not in self.h5:
+            self.h5.create_dataset(
+                name, shape=(0, rows.shape[1]), maxshape=(None, rows.shape[1]), dtype=rows.dtype,
+                chunks=(S.FEATURE_CHUNK, rows.shape[1]),
+            )  # fmt: skip
+        ds = self.h5[name]
+        end = first_row + len(rows)
+        if end > ds.shape[0]:
+            ds.resize(end, axis=0)
+        ds[first_row:end] = rows
+
+    def truncate_rows(self, group: str, n_rows: int) -> None:
+        """Cut every dataset of ``group`` to ``n_rows`` (rows computed past the clip's end are dropped)."""
+        for ds in self.h5[group].values():
+            if ds.shape[0] > n_rows:
+                ds.resize(n_rows, axis=0)
+
     def write(self, name: str, data: np.ndarray, dtype: type | None = None) -> None:
         data = np.asarray(data, dtype=dtype)
         self.h5.create_dataset(name, data=data, chunks=True if data.ndim and data.size else None)

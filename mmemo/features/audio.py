@@ -1,16 +1,24 @@
-"""Audio features on the video frame grid, computed with librosa from one shared analysis.
+"""Audio features on the video frame grid, computed with librosa, streamed block by block.
 
 Row ``t`` of every feature belongs to video frame ``t``: hop = sample_rate / fps = 640 samples (40 ms at
 16 kHz and 25 fps) and the analysis window of ``n_fft`` samples (64 ms by default) is centred on the frame's
 timestamp ``t / fps``, the instant whose picture row ``t`` shows, with zeros beyond the signal's ends. This is
 librosa's ``center=True`` convention, so row ``t`` equals column ``t`` of ``librosa.feature.*(y, hop_length=640,
-center=True)`` on the same audio. One framing of the signal feeds the time-domain features (RMS,
-zero-crossing rate); one STFT feeds the spectral ones (log-mel, centroid, rolloff); the log-mel spectrogram feeds
-MFCC and the onset envelope; the onset envelope feeds the tempogram.
+center=True)`` on the same audio.
+
+Within a block of rows, one framing of the signal feeds the time-domain features (RMS, zero-crossing rate), one
+STFT feeds the spectral ones (log-mel, centroid, rolloff) and the log-mel spectrogram feeds MFCC and the onset
+envelope. The rhythm features need seconds of context (an 8 s tempogram), so they are computed at the end from
+the onset envelope, which is the one per-row value kept for the whole clip (4 bytes a row).
+
+Memory does not grow with clip length: ``AudioFeatureStream`` holds at most one block (BLOCK_ROWS rows, 60 s)
+of samples. Blocks always start at multiples of BLOCK_ROWS, so the numbers do not depend on how the audio
+arrives; ``compute_features`` on a whole signal runs the very same stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 import librosa
@@ -22,33 +30,30 @@ from mmemo.features.registry import FEATURES, register
 
 # Tempi outside this range are not rhythm a listener would tap to; pulse clarity is measured within it.
 _MIN_BPM, _MAX_BPM = 30.0, 300.0
+BLOCK_ROWS = 1500  # 60 s at 25 fps: a block's STFT is ~3 MB
+
+FeatureSink = Callable[[str, int, np.ndarray], None]  # (feature name, first row, rows (n, D) float32)
 
 
 class AudioAnalysis:
-    """Shared intermediate results for one clip's audio ``y`` of ``T * hop`` samples (float32, mono)."""
+    """Shared intermediate results for ``n_rows`` consecutive rows of one clip.
 
-    def __init__(self, y: np.ndarray, cfg: ExtractConfig) -> None:
-        hop = cfg.hop_length
-        if y.ndim != 1 or y.size == 0 or y.size % hop:
-            raise ValueError(f"audio of shape {y.shape} is not a whole number of {hop}-sample rows")
-        self.y, self.cfg = y.astype(np.float32, copy=False), cfg
-        self.n_rows = y.size // hop
+    ``padded`` holds the samples of their windows: ``(n_rows - 1) * hop + n_fft`` samples starting ``n_fft // 2``
+    before the first row's centre. ``prev_mel`` is the log-mel column of the row before the block (for the onset
+    flux); None at the start of a clip.
+    """
 
-    @cached_property
-    def padded(self) -> np.ndarray:
-        """The signal with zeros so that window t is centred on sample t * hop: (T - 1) * hop + n_fft samples."""
-        cfg = self.cfg
-        half = cfg.n_fft // 2
-        return np.pad(self.y, (half, half))[: (self.n_rows - 1) * cfg.hop_length + cfg.n_fft]
+    def __init__(self, padded: np.ndarray, n_rows: int, cfg: ExtractConfig, prev_mel: np.ndarray | None) -> None:
+        self.padded, self.n_rows, self.cfg, self.prev_mel = padded, n_rows, cfg, prev_mel
 
     @cached_property
     def frames(self) -> np.ndarray:
-        """(n_fft, T) time-domain analysis frames."""
+        """(n_fft, n) time-domain analysis frames."""
         return librosa.util.frame(self.padded, frame_length=self.cfg.n_fft, hop_length=self.cfg.hop_length)
 
     @cached_property
     def magnitude(self) -> np.ndarray:
-        """(1 + n_fft // 2, T) magnitude of the Hann-windowed STFT."""
+        """(1 + n_fft // 2, n) magnitude of the Hann-windowed STFT."""
         stft = librosa.stft(
             self.padded, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length, center=False, window="hann"
         )
@@ -56,45 +61,28 @@ class AudioAnalysis:
 
     @cached_property
     def mel_db(self) -> np.ndarray:
-        """(n_mels, T) log-mel power spectrogram in dB (absolute, ref 1.0, floor -100 dB)."""
+        """(n_mels, n) log-mel power spectrogram in dB (absolute, ref 1.0, floor -100 dB)."""
         cfg = self.cfg
         mel = librosa.feature.melspectrogram(
-            S=self.magnitude**2,
-            sr=cfg.sample_rate,
-            n_fft=cfg.n_fft,
-            n_mels=cfg.n_mels,
-            fmin=cfg.fmin,
-            fmax=cfg.fmax,
+            S=self.magnitude**2, sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
         )
         # top_db=None: a clip-relative floor would make the same sound differ between clips.
         return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
 
     @cached_property
     def onset(self) -> np.ndarray:
-        """(T,) onset strength (mean positive log-mel flux), aligned to the rows (no extra centring shift)."""
-        env = librosa.onset.onset_strength(S=self.mel_db, sr=self.cfg.sample_rate, lag=1, center=False)
-        return env[: self.n_rows]
+        """(n,) onset strength: mean positive log-mel flux from the previous row (librosa's definition, lag 1).
 
-    @cached_property
-    def tempogram(self) -> np.ndarray:
-        """(win, T) autocorrelation tempogram of the onset envelope, each column normalised to max 1.
-
-        The envelope's mean is removed first: an envelope that never goes negative correlates with itself at
-        every lag, which would make white noise look as rhythmic as a metronome. Negative correlations (no
-        periodicity at that lag) are clipped to 0, as librosa's tempo estimator expects.
+        Row 0 of a clip has no previous row and gets 0, as ``librosa.onset.onset_strength(center=False)`` does.
         """
-        win = max(8, int(round(self.cfg.tempo_window_s * self.cfg.fps)))
-        tg = librosa.feature.tempogram(
-            onset_envelope=self.onset - self.onset.mean(),
-            sr=self.cfg.sample_rate,
-            hop_length=self.cfg.hop_length,
-            win_length=win,
-        )
-        return np.clip(tg, 0, None)
+        mel = self.mel_db
+        prev = mel[:, :1] if self.prev_mel is None else self.prev_mel[:, None]
+        flux = np.maximum(0.0, np.diff(np.concatenate([prev, mel], axis=1), axis=1))
+        return flux.mean(axis=0)
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
-    """(D, T) or (T,) -> (T, D) float32."""
+    """(D, n) or (n,) -> (n, D) float32."""
     x = np.asarray(x, np.float32)
     return x.reshape(1, -1).T.copy() if x.ndim == 1 else np.ascontiguousarray(x.T)
 
@@ -138,9 +126,11 @@ def mfcc(a: AudioAnalysis) -> np.ndarray:
     "rhythm",
     dim=3,
     description="onset strength; local tempo, BPM; pulse clarity in [0, 1] (tempogram peak in 30-300 BPM)",
+    context=True,
 )
-def rhythm(a: AudioAnalysis) -> np.ndarray:
-    cfg, tg = a.cfg, a.tempogram
+def rhythm(onset: np.ndarray, rows: slice, cfg: ExtractConfig) -> np.ndarray:
+    """Rows ``rows`` of [onset, local tempo, pulse clarity] from the whole clip's onset envelope (T,)."""
+    tg = _tempogram(onset, rows, cfg)
     tempo = librosa.feature.tempo(
         tg=tg, sr=cfg.sample_rate, hop_length=cfg.hop_length, aggregate=None, max_tempo=_MAX_BPM
     )
@@ -148,10 +138,97 @@ def rhythm(a: AudioAnalysis) -> np.ndarray:
     with np.errstate(divide="ignore"):
         bpm = 60.0 * cfg.fps / lags
     band = (bpm >= _MIN_BPM) & (bpm <= _MAX_BPM)
-    clarity = tg[band].max(axis=0) if band.any() else np.zeros(a.n_rows)
+    clarity = tg[band].max(axis=0) if band.any() else np.zeros(tg.shape[1])
     # Without any onset there is no tempo to speak of: report 0 BPM rather than the prior's favourite.
     tempo = np.where(clarity > 0, tempo, 0.0)
-    return np.stack([a.onset, tempo, clarity], axis=1).astype(np.float32)
+    return np.stack([onset[rows], tempo, clarity], axis=1).astype(np.float32)
+
+
+def _tempogram(onset: np.ndarray, rows: slice, cfg: ExtractConfig) -> np.ndarray:
+    """(win, n) autocorrelation tempogram for ``rows``, as ``librosa.feature.tempogram(center=True)``.
+
+    The envelope's mean is removed first: an envelope that never goes negative correlates with itself at every
+    lag, which would make white noise look as rhythmic as a metronome. Negative correlations (no periodicity at
+    that lag) are clipped to 0, as librosa's tempo estimator expects.
+    """
+    win = max(8, int(round(cfg.tempo_window_s * cfg.fps)))
+    x = onset - onset.mean()
+    x = np.pad(x, (win // 2, win // 2), mode="linear_ramp", end_values=(0, 0))
+    frames = librosa.util.frame(x, frame_length=win, hop_length=1)[:, rows]  # view: (win, n)
+    window = librosa.filters.get_window("hann", win, fftbins=True)[:, None]
+    tg = librosa.util.normalize(librosa.autocorrelate(frames * window, axis=0), norm=np.inf, axis=0)
+    return np.clip(tg, 0, None)
+
+
+class AudioFeatureStream:
+    """Computes ``cfg.features`` row block by row block as mono samples arrive.
+
+    ``push(samples)`` any number of times, then ``finish(n_rows)``: every feature's rows ``[0, n_rows)`` reach
+    ``sink(name, first_row, rows)`` in order (rows past ``n_rows`` may be sent too and are to be dropped by the
+    sink; rows past the audio's end see zeros). Holds at most one block of samples.
+    """
+
+    def __init__(self, cfg: ExtractConfig, sink: FeatureSink, block_rows: int = BLOCK_ROWS) -> None:
+        self.cfg, self.sink, self.block = cfg, sink, block_rows
+        self.half = cfg.n_fft // 2
+        self.buf = np.zeros(self.half, np.float32)  # the zeros before sample 0
+        self.buf_start = -self.half  # sample index of buf[0]
+        self.next_row = 0
+        self.prev_mel: np.ndarray | None = None
+        self.onsets: list[np.ndarray] = []
+        self.local = [n for n in cfg.features if not FEATURES[n].context]
+        self.context = [n for n in cfg.features if FEATURES[n].context]
+
+    def _needed_end(self, rows: int) -> int:
+        """Sample index just past the last window of rows [next_row, next_row + rows)."""
+        return (self.next_row + rows - 1) * self.cfg.hop_length + self.half
+
+    def push(self, samples: np.ndarray) -> None:
+        self.buf = np.concatenate([self.buf, np.asarray(samples, np.float32)])
+        while self.buf_start + self.buf.size >= self._needed_end(self.block):
+            self._compute(self.block)
+
+    def _compute(self, n: int) -> None:
+        hop = self.cfg.hop_length
+        start = self.next_row * hop - self.half
+        length = (n - 1) * hop + self.cfg.n_fft
+        seg = self.buf[start - self.buf_start : start - self.buf_start + length]
+        if seg.size < length:
+            seg = np.pad(seg, (0, length - seg.size))
+        a = AudioAnalysis(seg, n, self.cfg, self.prev_mel)
+        # One BLAS thread: a multi-threaded matrix product sums in another order, and a clip must give the same
+        # bits in the main process as in any of N workers (the parallelism is per clip).
+        with threadpool_limits(limits=1):
+            for name in self.local:
+                self.sink(name, self.next_row, _checked(name, FEATURES[name].fn(a), n, self.cfg))
+            if self.context:
+                self.onsets.append(a.onset.astype(np.float32))
+                self.prev_mel = a.mel_db[:, -1]
+        self.next_row += n
+        keep_from = self.next_row * hop - self.half  # the next block's first window starts here
+        self.buf = self.buf[keep_from - self.buf_start :]
+        self.buf_start = keep_from
+
+    def finish(self, n_rows: int) -> None:
+        """Compute the rows still missing up to ``n_rows`` (zeros past the audio), then the context features."""
+        while self.next_row < n_rows:
+            self._compute(min(self.block, n_rows - self.next_row))
+        if not self.context:
+            return
+        onset = np.concatenate(self.onsets)[:n_rows]
+        with threadpool_limits(limits=1):
+            for name in self.context:
+                for r0 in range(0, n_rows, self.block):
+                    rows = slice(r0, min(n_rows, r0 + self.block))
+                    x = FEATURES[name].fn(onset, rows, self.cfg)
+                    self.sink(name, r0, _checked(name, x, rows.stop - rows.start, self.cfg))
+
+
+def _checked(name: str, x: np.ndarray, n: int, cfg: ExtractConfig) -> np.ndarray:
+    expected = (n, FEATURES[name].dim(cfg))
+    if x.shape != expected or x.dtype != np.float32:
+        raise AssertionError(f"feature {name} returned {x.shape} {x.dtype}, expected {expected} float32")
+    return x
 
 
 def feature_dims(cfg: ExtractConfig) -> dict[str, int]:
@@ -159,25 +236,38 @@ def feature_dims(cfg: ExtractConfig) -> dict[str, int]:
     return {name: FEATURES[name].dim(cfg) for name in cfg.features}
 
 
-def compute_features(y: np.ndarray, cfg: ExtractConfig) -> dict[str, np.ndarray]:
-    """Every feature of ``cfg.features`` for mono audio ``y`` of ``T * hop`` samples.
+class FeatureCollector:
+    """A sink that keeps every feature's rows in memory: ``arrays(n_rows)`` gives name -> (n_rows, D)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def __call__(self, name: str, first_row: int, rows: np.ndarray) -> None:
+        self.parts.setdefault(name, []).append(rows)
+
+    def arrays(self, n_rows: int) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts)[:n_rows] for name, parts in self.parts.items()}
+
+
+def compute_features(y: np.ndarray, cfg: ExtractConfig, n_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Every feature of ``cfg.features`` for mono audio ``y`` (float32) on the grid of ``n_rows`` rows.
+
+    ``n_rows`` defaults to ``len(y) / hop``, which must then be a whole number. Runs the same block stream as
+    extraction, so the result is bit-identical to a shard's.
 
     Returns:
-        name -> ``(T, D)`` float32 array, finite.
+        name -> ``(n_rows, D)`` float32 array, finite.
     """
-    analysis = AudioAnalysis(y, cfg)
-    out = {}
-    # One BLAS thread: a multi-threaded matrix product sums in another order, and the same clip must give the
-    # same bits whether it is extracted in the main process or in one of N workers (parallelism is per clip).
-    with threadpool_limits(limits=1):
-        for name in cfg.features:
-            out[name] = _checked(name, analysis, cfg)
-    return out
-
-
-def _checked(name: str, analysis: AudioAnalysis, cfg: ExtractConfig) -> np.ndarray:
-    x = FEATURES[name].fn(analysis)
-    expected = (analysis.n_rows, FEATURES[name].dim(cfg))
-    if x.shape != expected or x.dtype != np.float32:
-        raise AssertionError(f"feature {name} returned {x.shape} {x.dtype}, expected {expected} float32")
-    return x
+    hop = cfg.hop_length
+    y = np.asarray(y)
+    if n_rows is None:
+        if y.ndim != 1 or y.size == 0 or y.size % hop:
+            raise ValueError(f"audio of shape {y.shape} is not a whole number of {hop}-sample rows")
+        n_rows = y.size // hop
+    if y.ndim != 1 or n_rows <= 0:
+        raise ValueError(f"audio of shape {y.shape} on {n_rows} rows: need 1-D audio and at least one row")
+    sink = FeatureCollector()
+    stream = AudioFeatureStream(cfg, sink)
+    stream.push(y.astype(np.float32, copy=False))
+    stream.finish(n_rows)
+    return sink.arrays(n_rows)

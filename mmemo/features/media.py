@@ -44,7 +44,8 @@ _INTERPOLATION = "BICUBIC"
 # A decode that ends this much before the duration the container declares is reported as truncated.
 _TRUNCATION_TOLERANCE_S = 0.5
 
-FrameSink = Callable[[np.ndarray], None]
+FrameSink = Callable[[np.ndarray], None]  # rows (n, size, size, 3) uint8, in order
+AudioSink = Callable[[np.ndarray], None]  # mono float32 samples from the origin on, in order
 
 
 @dataclass
@@ -59,9 +60,9 @@ class DecodedMedia:
     sample_rate: int
     has_video: bool
     has_audio: bool
-    audio: np.ndarray  # (T * hop,) float32 mono, zero where audio_mask is False
+    audio: np.ndarray | None  # (T * hop,) float32 mono, zero where absent; None when streamed to on_audio
     video_mask: np.ndarray  # (T,) bool: a source frame is on screen in this row
-    audio_mask: np.ndarray  # (T,) bool: the row's 40 ms hold decoded audio
+    audio_mask: np.ndarray  # (T,) bool: the centre of row t's analysis window (t / fps) is decoded audio
     source_time: np.ndarray  # (T,) float64: presentation time (s, from origin) of the source frame shown
     duration: float  # seconds, from origin to the end of the longer stream
     native_fps: float = 0.0
@@ -286,26 +287,44 @@ class _VideoTrack:
 
 
 class _AudioTrack:
-    """Resample + downmix during the demux pass; place the samples on the clip's time origin."""
+    """Resample + downmix during the demux pass, place the samples on the clip's time origin, hand them on.
 
-    def __init__(self, stream, origin: Fraction, sample_rate: int) -> None:
-        self.origin, self.sr = origin, sample_rate
+    ``sink`` receives consecutive mono float32 samples starting at the origin (t = 0): silence first when the
+    stream starts late, the stream's head dropped when it starts early.
+    """
+
+    _ZEROS_BLOCK = 1 << 20
+
+    def __init__(self, stream, origin: Fraction, sample_rate: int, sink: AudioSink) -> None:
+        self.origin, self.sr, self.sink = origin, sample_rate, sink
         self.resampler: av.AudioResampler | None = None
         self.layout: str | None = None
-        self.parts: list[np.ndarray] = []
         self.offset: int | None = None  # sample index of the first decoded sample, relative to origin
+        self.to_drop = 0
+        self.n_decoded = 0  # resampled samples, before any dropping
         self.native_sr = stream.codec_context.sample_rate or 0
         self.native_channels = stream.codec_context.channels or 0
+
+    def _emit(self, x: np.ndarray) -> None:
+        self.n_decoded += x.size
+        if self.to_drop:
+            k = min(self.to_drop, x.size)
+            x, self.to_drop = x[k:], self.to_drop - k
+        if x.size:
+            self.sink(x)
 
     def _resample(self, frame: av.AudioFrame | None) -> None:
         for out in self.resampler.resample(frame):
             x = out.to_ndarray()  # (channels, n) float32, planar
-            self.parts.append(x.mean(axis=0, dtype=np.float32) if x.shape[0] > 1 else x[0])
+            self._emit(x.mean(axis=0, dtype=np.float32) if x.shape[0] > 1 else x[0].copy())
 
     def push(self, frame: av.AudioFrame) -> None:
         if self.offset is None:
             start = frame.pts * frame.time_base if frame.pts is not None else self.origin
             self.offset = round((start - self.origin) * self.sr)
+            self.to_drop = max(0, -self.offset)
+            for i in range(0, max(0, self.offset), self._ZEROS_BLOCK):  # a late start: silence until then
+                self.sink(np.zeros(min(self._ZEROS_BLOCK, self.offset - i), np.float32))
         if frame.layout.name != self.layout:  # a layout change mid-stream needs a fresh resampler
             if self.resampler is not None:
                 self._resample(None)
@@ -313,12 +332,15 @@ class _AudioTrack:
             self.resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=self.sr)
         self._resample(frame)
 
-    def finish(self) -> tuple[np.ndarray, int]:
-        """(samples (N,) float32 starting at ``offset``, offset); offset may be negative."""
+    def finish(self) -> None:
         if self.resampler is not None:
             self._resample(None)
-        x = np.concatenate(self.parts) if self.parts else np.zeros(0, np.float32)
-        return x.astype(np.float32, copy=False), self.offset or 0
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """[first, end) sample indices, relative to the origin, that hold decoded audio (first may be < 0)."""
+        first = self.offset or 0
+        return first, first + self.n_decoded
 
 
 @dataclass(frozen=True)
@@ -353,7 +375,9 @@ def decode_media(
     use_video: bool = True,
     use_audio: bool = True,
     on_frames: FrameSink | None = None,
+    on_audio: AudioSink | None = None,
     chunk_frames: int = 16,
+    threads: int = 0,
 ) -> DecodedMedia:
     """Decode ``path`` (and, when given, its audio from ``audio_path``) onto the ``fps`` grid.
 
@@ -362,6 +386,9 @@ def decode_media(
         audio_path: a separate audio file holding this clip's sound (used instead of ``path``'s audio).
         on_frames: called with each chunk of rows ``(n, size, size, 3)`` uint8 in order; when None the frames
             are collected into ``DecodedMedia.frames`` ``(T, size, size, 3)``.
+        on_audio: called with consecutive mono samples from the origin on (samples past the clip's end may
+            follow; they are the consumer's to drop); when None they are collected into ``DecodedMedia.audio``.
+        threads: decoder threads for the video (0: FFmpeg picks, one per core).
 
     Raises:
         MediaError: one line naming the file and what is wrong with it.
@@ -371,6 +398,8 @@ def decode_media(
     hop = sample_rate // fps
     collected: list[np.ndarray] = []
     sink = on_frames if on_frames is not None else collected.append
+    samples: list[np.ndarray] = []
+    audio_sink = on_audio if on_audio is not None else samples.append
     video = audio = None
     declared: dict[str, tuple[Path, float | None]] = {}
     warnings: list[str] = []
@@ -386,11 +415,12 @@ def decode_media(
         handlers = {}
         if vstream is not None:
             vstream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost that matters
+            vstream.thread_count = threads
             video = _VideoTrack(vstream, origin, cfg, sink, chunk_frames)
             handlers[vstream.index] = video.push
             declared["video"] = (path, _declared_duration(vstream))
         if astream is not None:
-            audio = _AudioTrack(astream, origin, sample_rate)
+            audio = _AudioTrack(astream, origin, sample_rate, audio_sink)
             handlers[astream.index] = audio.push
             declared["audio"] = (path, _declared_duration(astream))
         _demux(container, [s for s in (vstream, astream) if s is not None], handlers, path)
@@ -406,7 +436,7 @@ def decode_media(
             astream = _best_stream(acontainer, "audio")
             if astream is None:
                 raise MediaError(f"{apath}: no audio stream")
-            audio = _AudioTrack(astream, _start(astream), sample_rate)  # a side file starts with its video
+            audio = _AudioTrack(astream, _start(astream), sample_rate, audio_sink)  # starts with its video
             declared["audio"] = (apath, _declared_duration(astream))
             _demux(acontainer, [astream], {astream.index: audio.push}, apath)
         finally:
@@ -414,13 +444,15 @@ def decode_media(
 
     if video is not None and video.n_decoded == 0:
         raise MediaError(f"{path}: video stream has no decodable frames")
-    samples, offset = audio.finish() if audio is not None else (np.zeros(0, np.float32), 0)
-    if audio is not None and samples.size == 0:
-        raise MediaError(f"{declared['audio'][0]}: audio stream has no decodable samples")
+    if audio is not None:
+        audio.finish()
+        if audio.n_decoded == 0:
+            raise MediaError(f"{declared['audio'][0]}: audio stream has no decodable samples")
 
     video_end = float(video.end_position()) / fps if video is not None else 0.0
-    audio_end = (offset + samples.size) / sample_rate if audio is not None else 0.0
-    _check_truncation(declared, {"video": video_end, "audio": audio_end - offset / sample_rate})
+    first, end = audio.span if audio is not None else (0, 0)
+    audio_end = end / sample_rate
+    _check_truncation(declared, {"video": video_end, "audio": (end - first) / sample_rate})
     # The picture is the clip's timeline: with video, the clip ends when the last frame leaves the screen and
     # audio past that point is dropped; without video, the audio's end is the clip's end.
     duration = video_end if video is not None else audio_end
@@ -430,7 +462,14 @@ def decode_media(
     if video is not None and audio is not None and audio_end - video_end > 1.0:
         warnings.append(f"{path}: audio runs {audio_end - video_end:.1f} s past the end of the video; dropped")
 
-    audio_grid, audio_mask = _place_audio(samples, offset, n_rows, hop)
+    # A row holds audio when the centre of its analysis window (sample t * hop) is decoded audio.
+    centres = np.arange(n_rows) * hop
+    audio_mask = (centres >= max(0, first)) & (centres < end) if audio is not None else np.zeros(n_rows, bool)
+    audio_grid = None
+    if on_audio is None:
+        y = np.concatenate(samples) if samples else np.zeros(0, np.float32)
+        audio_grid = np.zeros(n_rows * hop, np.float32)
+        audio_grid[: min(y.size, audio_grid.size)] = y[: audio_grid.size]
     if video is not None:
         video.finish(n_rows)
         video_mask = np.asarray(video.grid.mask, bool)
@@ -477,18 +516,3 @@ def _check_truncation(declared: dict, decoded_span: dict) -> None:
             raise MediaError(
                 f"{path}: truncated {kind} stream (decoded {got:.2f} s of the {expected:.2f} s it declares)"
             )
-
-
-def _place_audio(samples: np.ndarray, offset: int, n_rows: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lay ``samples`` (starting at sample ``offset``) on ``n_rows * hop`` samples; mask rows that hold audio."""
-    n = n_rows * hop
-    out = np.zeros(n, np.float32)
-    if samples.size == 0:
-        return out, np.zeros(n_rows, bool)
-    src0 = max(0, -offset)
-    dst0 = max(0, offset)
-    k = max(0, min(samples.size - src0, n - dst0))
-    out[dst0 : dst0 + k] = samples[src0 : src0 + k]
-    centres = np.arange(n_rows) * hop + hop // 2  # a row holds audio when its centre sample does
-    mask = (centres >= dst0) & (centres < dst0 + k)
-    return out, mask

@@ -15,34 +15,44 @@ import numpy as np
 
 if TYPE_CHECKING:
     from mmemo.config import ExtractConfig
-    from mmemo.features.audio import AudioAnalysis
 
 
 @dataclass(frozen=True)
 class Feature:
-    """One registered audio feature; ``fn`` returns ``(T, dim(cfg))`` of ``dtype``."""
+    """One registered audio feature, returning ``(n, dim(cfg))`` of ``dtype``.
+
+    A frame feature (``context=False``) is ``fn(analysis) -> (n, D)`` for the n rows of one block of audio. A
+    context feature (``context=True``) needs seconds around each row: ``fn(onset, rows, cfg) -> (n, D)`` for the
+    ``rows`` slice, given the whole clip's onset envelope ``(T,)``.
+    """
 
     name: str
-    fn: Callable[[AudioAnalysis], np.ndarray]
+    fn: Callable
     dim: Callable[[ExtractConfig], int]
     description: str
     dtype: type = np.float32
     default: bool = True
+    context: bool = False
 
 
 FEATURES: dict[str, Feature] = {}
 
 
 def register(
-    name: str, *, dim: int | Callable[[ExtractConfig], int], description: str, default: bool = True
+    name: str,
+    *,
+    dim: int | Callable[[ExtractConfig], int],
+    description: str,
+    default: bool = True,
+    context: bool = False,
 ) -> Callable:
-    """Decorator registering ``fn(analysis) -> (T, D)`` under ``name``."""
+    """Decorator registering a feature function under ``name`` (see ``Feature`` for the two signatures)."""
 
-    def wrap(fn: Callable[[AudioAnalysis], np.ndarray]) -> Callable[[AudioAnalysis], np.ndarray]:
+    def wrap(fn: Callable) -> Callable:
         if name in FEATURES:
             raise ValueError(f"feature {name!r} is registered twice")
         dim_fn = dim if callable(dim) else (lambda cfg, d=dim: d)
-        FEATURES[name] = Feature(name, fn, dim_fn, description, np.float32, default)
+        FEATURES[name] = Feature(name, fn, dim_fn, description, np.float32, default, context)
         return fn
 
     return wrap

@@ -26,8 +26,7 @@ from mmemo.data import schema as S
 from mmemo.data.labels import LabelTable, align, read_labels
 from mmemo.data.shards import ShardWriter, read_attrs, shard_relpath
 from mmemo.errors import MediaError, MmemoError, SchemaError
-from mmemo.features.audio import compute_features
-from mmemo.features.media import decode_media
+from mmemo.features.clip import featurise
 from mmemo.pipeline.corpus import ClipSource, discover
 
 LABELS_FILE = "labels.csv"
@@ -113,6 +112,7 @@ def extract_clip(
     cfg: ExtractConfig,
     labels: tuple[pd.DataFrame, str] | None,
     key: str,
+    threads: int = 0,
 ) -> ClipResult:
     """Decode, featurise and write one clip (runs in a worker process). Never raises for bad media."""
     rel = src.rel(corpus)
@@ -120,15 +120,14 @@ def extract_clip(
     path = out_dir / shard
     try:
         with ShardWriter(path, frame_size=cfg.frame_size) as w:
-            dec = decode_media(
+            dec = featurise(
                 src.path,
+                cfg,
                 audio_path=src.audio_path,
-                fps=cfg.fps,
-                sample_rate=cfg.sample_rate,
-                size=cfg.frame_size,
-                aspect=cfg.aspect,
                 on_frames=w.append_frames,
+                on_features=lambda name, row, x: w.append_rows(S.feature_path(name), row, x),
                 chunk_frames=S.FRAME_CHUNK,
+                threads=threads,
             )
             T = dec.n_frames
             w.write(S.TIMESTAMPS, np.arange(T) / cfg.fps, np.float64)
@@ -138,8 +137,7 @@ def extract_clip(
                 w.write(S.VIDEO_MASK, dec.video_mask, np.bool_)
                 w.write(S.SOURCE_TIME, dec.source_time, np.float64)
             if dec.has_audio:
-                for name, x in compute_features(dec.audio, cfg).items():
-                    w.write(S.feature_path(name), x, np.float32)
+                w.truncate_rows(S.AUDIO_FEATURES, T)
                 w.write(S.AUDIO_MASK, dec.audio_mask, np.bool_)
             label_kind = ""
             if labels is not None:
