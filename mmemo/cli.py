@@ -77,6 +77,12 @@ def main() -> None:
     help="How frames become square: pad, centre-crop, or distort.",
 )
 @click.option("--frame-size", type=click.IntRange(16, 1024), default=224, show_default=True)
+@click.option(
+    "--frame-codec",
+    default="lzf",
+    show_default=True,
+    help="Frame storage: lzf, gzip, zstd (lossless; zstd needs mmemo[zstd]) or jpeg / jpeg75..jpeg95 (lossy).",
+)
 @click.option("--n-mels", type=click.IntRange(8, 256), default=64, show_default=True)
 @click.option("--n-mfcc", type=click.IntRange(1, 128), default=20, show_default=True)
 @click.option(
@@ -90,6 +96,7 @@ def extract(
     features: str | None,
     aspect: str,
     frame_size: int,
+    frame_codec: str,
     n_mels: int,
     n_mfcc: int,
     jobs: int | None,
@@ -102,7 +109,12 @@ def extract(
     names = _parse_features(features)
     try:
         cfg = ExtractConfig(
-            aspect=aspect, frame_size=frame_size, n_mels=n_mels, n_mfcc=n_mfcc, **({"features": names} if names else {})
+            aspect=aspect,
+            frame_size=frame_size,
+            frame_codec=frame_codec,
+            n_mels=n_mels,
+            n_mfcc=n_mfcc,
+            **({"features": names} if names else {}),
         )
         summary = extract_corpus(
             corpus_dir,

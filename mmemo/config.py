@@ -29,6 +29,7 @@ class ExtractConfig:
     fps: int = 25
     frame_size: int = 224
     aspect: str = "letterbox"
+    frame_codec: str = "lzf"  # lzf, gzip, zstd or jpegNN: see mmemo.data.codecs
     n_fft: int = 1024
     n_mels: int = 64
     n_mfcc: int = 20
@@ -55,6 +56,9 @@ class ExtractConfig:
             raise ConfigError(f"rolloff_percent {self.rolloff_percent} is not between 0 and 1")
         if len(set(self.features)) != len(tuple(self.features)):
             raise ConfigError(f"feature(s) listed twice: {', '.join(self.features)}")
+        from mmemo.data.codecs import check_codec
+
+        check_codec(self.frame_codec)
         if self.aspect not in ASPECT_POLICIES:
             raise ConfigError(f"aspect policy {self.aspect!r} is not one of {', '.join(ASPECT_POLICIES)}")
         if self.sample_rate % self.fps:

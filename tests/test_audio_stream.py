@@ -23,7 +23,7 @@ def _stream(y, cfg, n_rows, pieces, block_rows):
     peak = 0
     for part in np.array_split(y, pieces):
         s.push(part)
-        peak = max(peak, s.buf.size)
+        peak = max(peak, s.buf.size + s.n_pending)
     s.finish(n_rows)
     return sink.arrays(n_rows), peak
 

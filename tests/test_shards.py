@@ -18,7 +18,8 @@ def _attrs(**over):
     a = {
         "schema_version": S.SCHEMA_VERSION, "clip_id": "spk/clip", "source": "spk/clip.mp4", "audio_source": "",
         "source_size": 1234, "source_mtime": 1.5, "audio_source_size": 0, "audio_source_mtime": 0.0,
-        "n_frames": T, "fps": 25, "duration": T / 25, "modalities": "audio,video", "native_fps": 29.97,
+        "n_frames": T, "fps": 25, "duration": T / 25, "modalities": "audio,video", "frame_codec": "lzf",
+        "native_fps": 29.97,
         "native_width": 640, "native_height": 360, "rotation": 0, "sample_rate": 16000,
         "native_sample_rate": 48000, "native_channels": 2, "label_kind": "continuous", "key": "abc",
     }  # fmt: skip
@@ -26,15 +27,15 @@ def _attrs(**over):
     return a
 
 
-def _write(path, rng, frames=True, labels=True):
-    cfg = ExtractConfig(frame_size=SIZE, features=("rms", "mfcc"))
+def _write(path, rng, frames=True, labels=True, codec="lzf", frame_data=None):
+    cfg = ExtractConfig(frame_size=SIZE, features=("rms", "mfcc"), frame_codec=codec)
     data = {
-        "frames": rng.integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8),
+        "frames": rng.integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8) if frame_data is None else frame_data,
         "rms": rng.random((T, 1), dtype=np.float32),
         "mfcc": rng.standard_normal((T, 20)).astype(np.float32),
         "valence": rng.uniform(-1, 1, T).astype(np.float32),
     }
-    with ShardWriter(path, frame_size=SIZE) as w:
+    with ShardWriter(path, frame_size=SIZE, codec=codec) as w:
         if frames:
             for i in range(0, T, S.FRAME_CHUNK):
                 w.append_frames(data["frames"][i : i + S.FRAME_CHUNK])
@@ -49,8 +50,13 @@ def _write(path, rng, frames=True, labels=True):
             w.write(S.AROUSAL, -data["valence"])
             w.write(S.LABEL_MASK, np.ones(T, bool))
         mods = "audio,video" if frames else "audio"
-        w.set_attrs(_attrs(modalities=mods), {"feature_config": cfg.to_json(), "config_hash": cfg.config_hash(),
-                                              "mmemo_version": "0", "versions": "{}"})  # fmt: skip
+        meta = {
+            "feature_config": cfg.to_json(),
+            "config_hash": cfg.config_hash(),
+            "mmemo_version": "0",
+            "versions": "{}",
+        }
+        w.set_attrs(_attrs(modalities=mods, frame_codec=codec), meta)
     return data
 
 
@@ -69,7 +75,7 @@ def test_shard_round_trip(tmp_path):
     assert validate_shard(path) == []
     with h5py.File(path) as h:  # chunked along time and compressed
         assert h[S.FRAMES].chunks == (S.FRAME_CHUNK, SIZE, SIZE, 3)
-        assert h[S.FRAMES].compression == S.FRAME_COMPRESSION
+        assert h[S.FRAMES].compression == "lzf"  # the default codec
     assert not list(tmp_path.rglob("*.partial"))
 
 
@@ -131,3 +137,43 @@ def test_not_hdf5_is_a_schema_error(tmp_path):
     path.write_bytes(b"not hdf5 at all")
     with pytest.raises(SchemaError, match="not a readable HDF5 shard"):
         open_shard(path)
+
+
+def _smooth_frames():
+    """Frames with smooth gradients (what JPEG is for), moving over time."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    f = [np.stack([(x * 7 + t * 3) % 256, (y * 5 + t) % 256, ((x + y) * 2) % 256], -1) for t in range(T)]
+    return np.asarray(f, np.uint8)
+
+
+@pytest.mark.parametrize("codec", ["lzf", "gzip", "zstd"])
+def test_lossless_codecs_round_trip(tmp_path, codec):
+    """lzf, gzip and zstd give back the very frames written."""
+    if codec == "zstd":
+        pytest.importorskip("hdf5plugin", reason="zstd needs hdf5plugin (pip install 'mmemo[zstd]')")
+    path = tmp_path / f"{codec}.h5"
+    data = _write(path, np.random.default_rng(4), codec=codec)
+    np.testing.assert_array_equal(read_clip(path).frames, data["frames"])
+    assert validate_shard(path) == []
+
+
+def test_jpeg_codec_is_close_and_small(tmp_path):
+    """jpeg90: mean absolute error under 4 grey levels on smooth frames, several times smaller than raw."""
+    path = tmp_path / "j.h5"
+    frames = _smooth_frames()
+    _write(path, np.random.default_rng(5), codec="jpeg90", frame_data=frames)
+    back = read_clip(path).frames
+    assert back.shape == frames.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - frames).mean() < 4  # saturated colours lose some to chroma subsampling
+    with h5py.File(path) as h:
+        assert S.FRAMES not in h and h[S.FRAMES_JPEG].shape == (T,)
+        assert sum(len(b) for b in h[S.FRAMES_JPEG][()]) < frames.nbytes / 4
+    assert validate_shard(path) == []
+
+
+def test_unknown_codec_is_a_config_error():
+    """A codec mmemo cannot write is refused up front with the choices."""
+    from mmemo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="frame codec 'png' is not one of lzf, gzip, zstd"):
+        ExtractConfig(frame_codec="png")

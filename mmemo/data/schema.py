@@ -4,7 +4,9 @@ One shard is one HDF5 file holding one clip (``FEATURES_DIR/shards/<clip id>.h5`
 
     /                         attrs: ROOT_ATTRS (schema_version, clip_id, source, sizes, durations, ...)
     /timestamps               (T,)            float64  seconds from the clip's origin: t / fps
-    /video/frames             (T, S, S, 3)    uint8    RGB, S = frame_size, chunked (FRAME_CHUNK, S, S, 3)
+    /video/frames             (T, S, S, 3)    uint8    RGB, S = frame_size, chunked (FRAME_CHUNK, S, S, 3),
+                                                       compressed losslessly (lzf, gzip or zstd), or instead
+    /video/frames_jpeg        (T,)            vlen uint8  one JPEG per row (frame_codec "jpegNN")
     /video/mask               (T,)            bool     a source frame is on screen in row t
     /video/source_time        (T,)            float64  presentation time (s) of the source frame shown in row t
     /audio/features/<name>    (T, D_name)     float32  one dataset per registered audio feature
@@ -35,6 +37,7 @@ RUN_CONFIG = "extract_config.json"
 TIMESTAMPS = "timestamps"
 VIDEO = "video"
 FRAMES = "video/frames"
+FRAMES_JPEG = "video/frames_jpeg"
 VIDEO_MASK = "video/mask"
 SOURCE_TIME = "video/source_time"
 AUDIO = "audio"
@@ -49,7 +52,6 @@ META = "meta"
 # Frames are written and read in whole chunks of this many rows (the decoder hands them over in this size).
 FRAME_CHUNK = 16
 FEATURE_CHUNK = 1024  # rows per chunk of an audio feature dataset
-FRAME_COMPRESSION = "lzf"  # fast, built into every h5py; issue-3 benchmarks may choose another
 
 ROOT_ATTRS: dict[str, type] = {
     "schema_version": int,
@@ -64,6 +66,7 @@ ROOT_ATTRS: dict[str, type] = {
     "fps": int,
     "duration": float,
     "modalities": str,  # "audio,video", "audio" or "video"
+    "frame_codec": str,  # how /video holds the frames (mmemo.data.codecs)
     "native_fps": float,
     "native_width": int,
     "native_height": int,

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from mmemo.data import codecs
 from mmemo.data import schema as S
 from mmemo.errors import SchemaError
+
+try:  # registers extra HDF5 filters (zstd) with HDF5 when installed, so shards written with them read back
+    import hdf5plugin  # noqa: F401
+except ImportError:  # pragma: no cover - optional
+    pass
+
+_MAX_PENDING_CHUNKS = 4  # frame chunks queued for the writer thread: bounds memory (4 x 16 x 147 kB)
 
 
 def shard_relpath(clip_id: str) -> str:
@@ -23,23 +33,34 @@ class ShardWriter:
     """Writes one clip's shard under ``<path>.partial`` and renames it to ``path`` only when complete.
 
     Use as a context manager: an exception inside the block deletes the partial file, so a failed clip never
-    leaves a shard behind. Frames are appended chunk by chunk (``append_frames``), everything else at the end.
+    leaves a shard behind. Frames are appended chunk by chunk (``append_frames``); their compression and writing
+    run on a background thread (HDF5 filters release the GIL), so they overlap with decoding.
     """
 
-    def __init__(self, path: str | os.PathLike, *, frame_size: int) -> None:
+    def __init__(self, path: str | os.PathLike, *, frame_size: int, codec: str = "lzf") -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + S.PARTIAL_SUFFIX)
         self.frame_size = frame_size
+        self.codec = codecs.check_codec(codec)
         self.h5: h5py.File | None = None
         self.n_frames = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future] = deque()
 
     def __enter__(self) -> ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.h5 = h5py.File(self.partial, "w")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmemo-shard-writer")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.h5 is not None:
+        try:
+            if exc_type is None:
+                self._drain(0)  # a failed frame write surfaces here and fails the clip
+        finally:
+            for f in self._pending:
+                f.cancel()
+            self._pool.shutdown(wait=True)
             self.h5.close()
             self.h5 = None
         if exc_type is None:
@@ -47,25 +68,44 @@ class ShardWriter:
         else:
             self.partial.unlink(missing_ok=True)
 
+    def _drain(self, keep: int) -> None:
+        while len(self._pending) > keep:
+            self._pending.popleft().result()
+
     def append_frames(self, chunk: np.ndarray) -> None:
-        """Append rows ``(n, S, S, 3)`` uint8 to /video/frames."""
+        """Append rows ``(n, S, S, 3)`` uint8 to the frames (written in the background)."""
         if chunk.dtype != np.uint8 or chunk.shape[1:] != (self.frame_size, self.frame_size, 3):
             raise ValueError(f"frame chunk {chunk.shape} {chunk.dtype} does not match the schema")
-        if S.FRAMES not in self.h5:
-            s = self.frame_size
+        if self.n_frames == 0:
+            self._create_frames()
+        self._pending.append(self._pool.submit(self._write_frames, self.n_frames, chunk))
+        self.n_frames += len(chunk)
+        self._drain(_MAX_PENDING_CHUNKS)
+
+    def _create_frames(self) -> None:
+        s = self.frame_size
+        if codecs.is_jpeg(self.codec):
             self.h5.create_dataset(
-                S.FRAMES,
-                shape=(0, s, s, 3),
-                maxshape=(None, s, s, 3),
-                dtype=np.uint8,
-                chunks=(S.FRAME_CHUNK, s, s, 3),
-                compression=S.FRAME_COMPRESSION,
+                S.FRAMES_JPEG, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(256,)
             )
-        ds = self.h5[S.FRAMES]
-        n = len(chunk)
-        ds.resize(self.n_frames + n, axis=0)
-        ds[self.n_frames : self.n_frames + n] = chunk
-        self.n_frames += n
+        else:
+            self.h5.create_dataset(
+                S.FRAMES, shape=(0, s, s, 3), maxshape=(None, s, s, 3), dtype=np.uint8,
+                chunks=(S.FRAME_CHUNK, s, s, 3), **codecs.dataset_options(self.codec),
+            )  # fmt: skip
+
+    def _write_frames(self, start: int, chunk: np.ndarray) -> None:
+        end = start + len(chunk)
+        if codecs.is_jpeg(self.codec):
+            blobs = codecs.encode_jpeg(chunk, codecs.jpeg_quality(self.codec))
+            ds = self.h5[S.FRAMES_JPEG]
+            ds.resize(end, axis=0)
+            for i, b in enumerate(blobs):
+                ds[start + i] = b
+        else:
+            ds = self.h5[S.FRAMES]
+            ds.resize(end, axis=0)
+            ds[start:end] = chunk
 
     def append_rows(self, name: str, first_row: int, rows: np.ndarray) -> None:
         """Write rows ``(n, D)`` at ``first_row`` of a growing (T, D) dataset (the audio feature stream's sink)."""
@@ -159,6 +199,15 @@ def read_attrs(path: str | os.PathLike) -> dict:
         return {k: _attr(v) for k, v in h5.attrs.items()}
 
 
+def read_frames(h5: h5py.File, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``[start, stop)`` of a shard's frames as (n, S, S, 3) uint8, whatever codec stored them."""
+    if S.FRAMES in h5:
+        return h5[S.FRAMES][start:stop]
+    ds = h5[S.FRAMES_JPEG]
+    size = int(json.loads(_attr(h5[S.META].attrs["feature_config"]))["frame_size"])
+    return codecs.decode_jpeg(ds[start:stop], size)
+
+
 def read_clip(path: str | os.PathLike, *, frames: bool = True) -> ClipData:
     """Read a whole clip back (frames only when ``frames``; they are the large part)."""
     with open_shard(path) as h5:
@@ -174,7 +223,7 @@ def read_clip(path: str | os.PathLike, *, frames: bool = True) -> ClipData:
             clip.video_mask = h5[S.VIDEO_MASK][()]
             clip.source_time = h5[S.SOURCE_TIME][()]
             if frames:
-                clip.frames = h5[S.FRAMES][()]
+                clip.frames = read_frames(h5)
         if S.LABELS in h5:
             clip.valence, clip.arousal = h5[S.VALENCE][()], h5[S.AROUSAL][()]
             clip.label_mask = h5[S.LABEL_MASK][()]
@@ -212,9 +261,7 @@ def validate_shard(path: str | os.PathLike) -> list[str]:
                 state = "present" if mod in h5 else "absent"
                 problems.append(f"{path}: modalities say {sorted(mods)} but /{mod} is {state}")
         if S.VIDEO in h5:
-            ds = h5[S.FRAMES]
-            if ds.ndim != 4 or ds.shape[0] != T or ds.shape[3] != 3 or ds.dtype != np.uint8:
-                problems.append(f"{path}: /{S.FRAMES} is {ds.shape} {ds.dtype}, expected ({T}, S, S, 3) uint8")
+            problems += _check_frames(h5, path, T)
         if S.AUDIO in h5:
             config = json.loads(_attr(h5[S.META].attrs.get("feature_config", "{}")))
             expected = set(config.get("features", []))
@@ -228,3 +275,22 @@ def validate_shard(path: str | os.PathLike) -> list[str]:
                 elif not np.isfinite(x).all():
                     problems.append(f"{path}: feature {name} holds {int((~np.isfinite(x)).sum())} NaN/Inf values")
     return problems
+
+
+def _check_frames(h5: h5py.File, path: Path, T: int) -> list[str]:
+    """Shape, dtype and readability of the frames: every chunk is decompressed (or every JPEG decoded)."""
+    if S.FRAMES not in h5 and S.FRAMES_JPEG not in h5:
+        return [f"{path}: /video holds no frames"]
+    n = h5[S.FRAMES].shape[0] if S.FRAMES in h5 else h5[S.FRAMES_JPEG].shape[0]
+    if S.FRAMES in h5:
+        ds = h5[S.FRAMES]
+        if ds.ndim != 4 or ds.shape[3] != 3 or ds.dtype != np.uint8:
+            return [f"{path}: /{S.FRAMES} is {ds.shape} {ds.dtype}, expected ({T}, S, S, 3) uint8"]
+    if n != T:
+        return [f"{path}: {n} frames for {T} rows"]
+    try:
+        for i in range(0, T, 256):
+            read_frames(h5, i, min(T, i + 256))
+    except (OSError, ValueError) as e:
+        return [f"{path}: frames unreadable near row {i} ({str(e).splitlines()[0]})"]
+    return []

@@ -173,6 +173,8 @@ class AudioFeatureStream:
         self.half = cfg.n_fft // 2
         self.buf = np.zeros(self.half, np.float32)  # the zeros before sample 0
         self.buf_start = -self.half  # sample index of buf[0]
+        self.pending: list[np.ndarray] = []  # pushed pieces not yet joined to buf (joined once per block)
+        self.n_pending = 0
         self.next_row = 0
         self.prev_mel: np.ndarray | None = None
         self.onsets: list[np.ndarray] = []
@@ -184,9 +186,17 @@ class AudioFeatureStream:
         return (self.next_row + rows - 1) * self.cfg.hop_length + self.half
 
     def push(self, samples: np.ndarray) -> None:
-        self.buf = np.concatenate([self.buf, np.asarray(samples, np.float32)])
-        while self.buf_start + self.buf.size >= self._needed_end(self.block):
-            self._compute(self.block)
+        self.pending.append(np.asarray(samples, np.float32))
+        self.n_pending += self.pending[-1].size
+        if self.buf_start + self.buf.size + self.n_pending >= self._needed_end(self.block):
+            self._join()
+            while self.buf_start + self.buf.size >= self._needed_end(self.block):
+                self._compute(self.block)
+
+    def _join(self) -> None:
+        if self.pending:
+            self.buf = np.concatenate([self.buf, *self.pending])
+            self.pending, self.n_pending = [], 0
 
     def _compute(self, n: int) -> None:
         hop = self.cfg.hop_length
@@ -211,6 +221,7 @@ class AudioFeatureStream:
 
     def finish(self, n_rows: int) -> None:
         """Compute the rows still missing up to ``n_rows`` (zeros past the audio), then the context features."""
+        self._join()
         while self.next_row < n_rows:
             self._compute(min(self.block, n_rows - self.next_row))
         if not self.context:

@@ -33,14 +33,17 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from mmemo.errors import MediaError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".flv", ".m4v", ".mpg")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus")
 
-# ffmpeg's `scale` filter defaults to bicubic; matching it keeps mmemo's frames close to an ffmpeg decode.
-_INTERPOLATION = "BICUBIC"
+# Area averaging: the natural filter for shrinking a picture several times (no aliasing), and the cheapest of
+# swscale's good ones (0.36 vs 0.64 ms a 720p frame for bicubic, ffmpeg's default); frames stay within a median
+# 0.8 grey levels of ffmpeg's bicubic decode on the real clips.
+_INTERPOLATION = "AREA"
 # A decode that ends this much before the duration the container declares is reported as truncated.
 _TRUNCATION_TOLERANCE_S = 0.5
 
@@ -187,10 +190,15 @@ class _FrameGeometry:
         self.display = (int(round(disp_w)), int(disp_h))
         w, h = target_size(float(disp_w), float(disp_h), size, aspect)
         self.coded_target = (h, w) if self.rotation in (90, 270) else (w, h)
+        # One reformatter for the whole stream keeps its swscale context: frame.reformat() builds a new one per
+        # call, which costs more than the scaling itself (3.3 vs 0.6 ms a 720p frame).
+        self.reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         w, h = self.coded_target
-        img = frame.reformat(width=w, height=h, format="rgb24", interpolation=_INTERPOLATION).to_ndarray()
+        img = self.reformatter.reformat(
+            frame, width=w, height=h, format="rgb24", interpolation=_INTERPOLATION
+        ).to_ndarray()
         if self.rotation:
             img = np.rot90(img, k=-self.rotation // 90)  # np.rot90 turns counter-clockwise for k > 0
         return _square(np.ascontiguousarray(img), self.size)

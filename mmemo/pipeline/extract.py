@@ -119,7 +119,7 @@ def extract_clip(
     shard = shard_relpath(src.clip_id)
     path = out_dir / shard
     try:
-        with ShardWriter(path, frame_size=cfg.frame_size) as w:
+        with ShardWriter(path, frame_size=cfg.frame_size, codec=cfg.frame_codec) as w:
             dec = featurise(
                 src.path,
                 cfg,
@@ -162,6 +162,7 @@ def extract_clip(
                     "fps": cfg.fps,
                     "duration": dec.duration,
                     "modalities": ",".join(dec.modalities),
+                    "frame_codec": cfg.frame_codec,
                     "native_fps": dec.native_fps,
                     "native_width": dec.native_width,
                     "native_height": dec.native_height,
