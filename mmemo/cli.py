@@ -88,7 +88,22 @@ def main() -> None:
 @click.option(
     "--jobs", "-j", type=click.IntRange(1, None), default=None, help="Clips extracted in parallel (default: all cores)."
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes; errors and the summary only.")
+@click.option(
+    "--backend",
+    type=click.Choice(["loky", "dask"]),
+    default="loky",
+    show_default=True,
+    help="loky: processes on this machine; dask: the workers of a Dask cluster (needs --scheduler, mmemo[dask]).",
+)
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address for --backend dask (tcp://host:8786).")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "bar", "lines"]),
+    default="auto",
+    show_default=True,
+    help="A live bar (terminals) or a plain line every 10 s (logs); auto picks by whether stderr is a terminal.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress or notes; errors and the summary only.")
 def extract(
     corpus_dir: Path,
     out_dir: Path,
@@ -100,9 +115,16 @@ def extract(
     n_mels: int,
     n_mfcc: int,
     jobs: int | None,
+    backend: str,
+    scheduler: str | None,
+    progress: str,
     quiet: bool,
 ) -> None:
-    """Decode every clip of CORPUS_DIR into HDF5 shards of frames and audio features."""
+    """Decode every clip of CORPUS_DIR into HDF5 shards of frames and audio features.
+
+    Interrupted (even by kill -9)? Run the same command again: finished clips are kept, half-written ones are
+    redone. Exit code 1 when any clip failed (the others are extracted; see FEATURES_DIR/errors.csv).
+    """
     from mmemo.config import ExtractConfig
     from mmemo.pipeline.extract import extract_corpus
 
@@ -122,7 +144,9 @@ def extract(
             cfg,
             labels_path=labels_path,
             jobs=jobs or os.cpu_count(),
-            progress=not quiet,
+            backend=backend,
+            scheduler=scheduler,
+            progress="quiet" if quiet else progress,
             log=(lambda s: None) if quiet else _err,
         )
     except MmemoError as e:
@@ -145,6 +169,14 @@ def _print_summary(summary) -> None:
     )
     if done == 0 and failed == 0:
         click.echo("nothing to extract: every clip is up to date")
+    else:
+        new = [r for r in summary.results if r.status == "ok"]
+        media = sum(r.duration for r in new)
+        written = sum(r.bytes for r in new) / 1024**2
+        click.echo(
+            f"this run: {len(new)} clips, {media / 3600:.3f} media hours in {summary.wall_s:.1f} s wall "
+            f"({media / max(summary.wall_s, 1e-9):.1f}x real time), {written:.1f} MiB written, {failed} failed"
+        )
 
 
 @main.command()
@@ -156,6 +188,24 @@ def features() -> None:
     cfg = ExtractConfig()
     for name, f in FEATURES.items():
         click.echo(f"{name:10s} {f.dim(cfg):3d}  {f.dtype.__name__}  {f.description}")
+
+
+@main.command()
+@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--jobs", "-j", type=click.IntRange(1, None), default=None, help="Shards checked in parallel.")
+def validate(features_dir: Path, jobs: int | None) -> None:
+    """Re-read every shard against the schema and the manifest; exit 1 with the list of problems."""
+    from mmemo.pipeline.validate import validate_features_dir
+
+    try:
+        checked, problems = validate_features_dir(features_dir, jobs=jobs or os.cpu_count() or 1)
+    except MmemoError as e:
+        raise _fail(e) from None
+    for p in problems:
+        click.echo(p)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {features_dir} ({checked} shards checked)")
+    click.echo(f"{checked} shards valid in {features_dir}")
 
 
 @main.command()

@@ -32,6 +32,7 @@ def write_media(
         audio_start: presentation time (s) of the first audio sample (a stream start offset).
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if audio_codec is None:
         audio_codec = {

@@ -8,9 +8,12 @@ configuration, the same labels and the same schema is not extracted again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -28,8 +31,10 @@ from mmemo.data.shards import ShardWriter, read_attrs, shard_relpath
 from mmemo.errors import MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
 from mmemo.pipeline.corpus import ClipSource, discover
+from mmemo.pipeline.progress import Progress
 
 LABELS_FILE = "labels.csv"
+LOCK_FILE = ".extract.lock"
 
 
 @dataclass
@@ -231,17 +236,70 @@ def _load_labels(corpus: Path, labels_path: Path | None) -> LabelTable | None:
     return read_labels(default) if default.exists() else None
 
 
-def _run_jobs(tasks: list[tuple], jobs: int):
-    """Yield ClipResults as clips finish; jobs > 1 runs them in loky worker processes."""
-    if jobs <= 1:
+def _run_jobs(tasks: list[tuple], jobs: int, backend: str, scheduler: str | None):
+    """Yield ClipResults as clips finish: in this process (jobs 1), loky worker processes, or a Dask cluster."""
+    if backend == "loky" and jobs <= 1:
         for t in tasks:
             yield extract_clip(*t)
         return
     from joblib import Parallel, delayed, parallel_config
 
+    calls = (delayed(extract_clip)(*t) for t in tasks)
+    if backend == "dask":
+        client = _dask_client(scheduler)
+        try:
+            with parallel_config(backend="dask"):
+                yield from Parallel(n_jobs=-1, return_as="generator_unordered")(calls)
+        finally:
+            client.close()
+        return
     # One BLAS/numba thread per worker: `jobs` processes must not each start a pool as large as the machine.
     with parallel_config(backend="loky", inner_max_num_threads=1):
-        yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(extract_clip)(*t) for t in tasks)
+        yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+
+
+def _dask_client(scheduler: str | None):
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise MmemoError("--backend dask needs dask.distributed: pip install 'mmemo[dask]'") from None
+    if not scheduler:
+        raise MmemoError("--backend dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+    try:
+        return Client(scheduler, timeout="30s")
+    except (OSError, TimeoutError) as e:
+        raise MmemoError(f"cannot reach the Dask scheduler at {scheduler} ({e})") from None
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Hold FEATURES_DIR/.extract.lock: two extractions writing one directory would redo and race each other."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            raise MmemoError(f"{out}: another `mmemo extract` is writing here ({f.read().strip()})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _discard_partials(out: Path) -> int:
+    """Delete half-written shards of an interrupted run (safe: we hold the lock, so no writer is alive)."""
+    shards = out / S.SHARD_DIR
+    if not shards.exists():
+        return 0
+    partials = list(shards.rglob("*" + S.PARTIAL_SUFFIX))
+    for p in partials:
+        p.unlink(missing_ok=True)
+    return len(partials)
 
 
 def extract_corpus(
@@ -251,81 +309,92 @@ def extract_corpus(
     *,
     labels_path: str | os.PathLike | None = None,
     jobs: int = 1,
-    progress: bool = True,
+    backend: str = "loky",
+    scheduler: str | None = None,
+    progress: str | bool = "auto",
     log: Callable[[str], None] = print,
 ) -> ExtractSummary:
     """Extract every clip of ``corpus_dir`` into ``out_dir``; see the module docstring.
 
+    Args:
+        jobs: clips extracted at once on this machine (backend "loky"); 1 runs in this process.
+        backend: "loky" (processes on this machine) or "dask" (the workers of the cluster at ``scheduler``, each
+            writing its own shards into ``out_dir``, which must then be a directory they all see).
+        progress: "auto", "bar", "lines" or "quiet" (True / False mean "auto" / "quiet").
+
     Raises:
-        MmemoError: only when nothing can be done (no corpus, no media, unreadable label table).
+        MmemoError: only when nothing can be done (no corpus, no media, unreadable label table, locked output).
     """
     t0 = time.perf_counter()
     corpus_path = Path(corpus_dir)
     if not corpus_path.is_dir():
         raise MmemoError(f"{corpus_path}: not a directory")
+    if backend not in ("loky", "dask"):
+        raise MmemoError(f"backend {backend!r} is not one of loky, dask")
     corpus = discover(corpus_path)
     if not corpus.clips:
         raise MmemoError(f"{corpus_path}: no audio or video files found (looked for {', '.join(_suffixes())})")
     out = Path(out_dir).absolute()
-    out.mkdir(parents=True, exist_ok=True)
     table = _load_labels(corpus.root, Path(labels_path) if labels_path else None)
-
-    notes = list(corpus.duplicates)
     label_rows = {c.clip_id: table.for_clip(c.clip_id) if table else None for c in corpus.clips}
-    if table is not None:
-        unknown = sorted(set(table.clip_ids) - set(label_rows))
-        unlabelled = [c for c, rows in label_rows.items() if rows is None]
-        if unknown:
-            notes.append(
-                f"{table.path}: {len(unknown)} labelled clip id(s) not in the corpus: "
-                + ", ".join(unknown[:5])
-                + (" ..." if len(unknown) > 5 else "")
-            )
-        if unlabelled:
-            notes.append(
-                f"{table.path}: {len(unlabelled)} clip(s) have no labels: "
-                + ", ".join(unlabelled[:5])
-                + (" ..." if len(unlabelled) > 5 else "")
-            )
+    notes = list(corpus.duplicates) + _label_notes(table, label_rows)
     for n in notes:
         log(f"note: {n}")
 
-    results, tasks = [], []
-    for src in corpus.clips:
-        rows = label_rows[src.clip_id]
-        key = clip_key(src, cfg, rows)
-        done = _up_to_date(src, corpus.root, out, key)
-        if done is not None:
-            results.append(done)
-        else:
-            tasks.append((src, corpus.root, out, cfg, (rows, table.kind) if rows is not None else None, key))
+    with _exclusive(out):
+        discarded = _discard_partials(out)
+        if discarded:
+            log(f"note: discarded {discarded} half-written shard(s) of an interrupted run")
+        results, tasks = [], []
+        for src in corpus.clips:
+            rows = label_rows[src.clip_id]
+            key = clip_key(src, cfg, rows)
+            done = _up_to_date(src, corpus.root, out, key)
+            if done is not None:
+                results.append(done)
+            else:
+                tasks.append((src, corpus.root, out, cfg, (rows, table.kind) if rows is not None else None, key))
+        # Largest files first: the long clips start early instead of keeping one worker busy at the end.
+        tasks.sort(key=lambda t: -t[0].path.stat().st_size)
+        # FFmpeg's decoder threads share the cores with the other workers (0 = FFmpeg picks, one per core).
+        threads = 0 if jobs <= 1 or backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)
+        tasks = [(*t, threads) for t in tasks]
 
-    bar = _progress(len(tasks), progress)
-    for r in _run_jobs(tasks, jobs):
-        results.append(r)
-        if r.status == "failed":
-            bar.write(f"error: {r.error}", file=sys.stderr)
-        for w in r.warnings:
-            bar.write(f"warning: {w}", file=sys.stderr)
-        bar.update(1)
-    bar.close()
+        bar = Progress(len(tasks), {True: "auto", False: "quiet"}.get(progress, progress))
+        try:
+            for r in _run_jobs(tasks, jobs, backend, scheduler):
+                results.append(r)
+                if r.status == "failed":
+                    bar.write(f"error: {r.error}")
+                for w in r.warnings:
+                    bar.write(f"warning: {w}")
+                bar.update(r.duration, r.status == "failed")
+        finally:
+            bar.close()
 
-    results.sort(key=lambda r: r.clip)
-    summary = ExtractSummary(out, results, time.perf_counter() - t0, notes)
-    _write_outputs(summary, cfg, corpus.root, table)
+        results.sort(key=lambda r: r.clip)
+        summary = ExtractSummary(out, results, time.perf_counter() - t0, notes)
+        _write_outputs(summary, cfg, corpus.root, table)
     return summary
+
+
+def _label_notes(table: LabelTable | None, label_rows: dict) -> list[str]:
+    if table is None:
+        return []
+    notes = []
+    unknown = sorted(set(table.clip_ids) - set(label_rows))
+    unlabelled = [c for c, rows in label_rows.items() if rows is None]
+    for what, ids in (("labelled clip id(s) not in the corpus", unknown), ("clip(s) have no labels", unlabelled)):
+        if ids:
+            more = " ..." if len(ids) > 5 else ""
+            notes.append(f"{table.path}: {len(ids)} {what}: " + ", ".join(ids[:5]) + more)
+    return notes
 
 
 def _suffixes() -> list[str]:
     from mmemo.features.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
 
     return list(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="clip", desc="extract", disable=not enabled or total == 0, file=sys.stderr)
 
 
 def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
