@@ -209,3 +209,16 @@ def test_console_script_exit_code(corpus, tmp_path):
     assert proc.returncode == 1
     assert f"error: {c / 'broken.mp4'}: " in proc.stderr
     assert "1 extracted, 0 up to date, 1 failed" in proc.stdout
+
+
+def test_removed_clip_leaves_a_noted_orphan(corpus, tmp_path):
+    """A clip deleted from the corpus: its old shard is kept but named, and the manifest drops it."""
+    c = tmp_path / "c"
+    shutil.copytree(corpus, c)
+    out = tmp_path / "f"
+    assert _extract([c, "--out", out, "-j", "1", "-q"]).exit_code == 0
+    (c / "spk2/silent.mp4").unlink()
+    r = _extract([c, "--out", out, "-j", "1"])
+    assert r.exit_code == 0
+    assert "1 shard(s) in" in r.stderr and "belong to no clip of the corpus (kept, not listed): spk2/silent" in r.stderr
+    assert "spk2/silent" not in set(pd.read_csv(out / "manifest.csv")["clip"])

@@ -373,9 +373,24 @@ def extract_corpus(
             bar.close()
 
         results.sort(key=lambda r: r.clip)
+        orphans = _orphans(out, {c.clip_id for c in corpus.clips})
+        if orphans:
+            notes.append(
+                f"{len(orphans)} shard(s) in {out / S.SHARD_DIR} belong to no clip of the corpus (kept, not listed): "
+                + ", ".join(orphans[:3])
+                + (" ..." if len(orphans) > 3 else "")
+            )
+            log(f"note: {notes[-1]}")
         summary = ExtractSummary(out, results, time.perf_counter() - t0, notes)
         _write_outputs(summary, cfg, corpus.root, table)
     return summary
+
+
+def _orphans(out: Path, clip_ids: set[str]) -> list[str]:
+    """Shards whose clip is not in the corpus any more (a file removed or renamed since an earlier run)."""
+    shards = out / S.SHARD_DIR
+    found = sorted(p.relative_to(shards).as_posix()[: -len(S.SHARD_SUFFIX)] for p in shards.rglob("*" + S.SHARD_SUFFIX))
+    return [c for c in found if c not in clip_ids]
 
 
 def _label_notes(table: LabelTable | None, label_rows: dict) -> list[str]:

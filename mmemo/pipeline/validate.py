@@ -61,7 +61,10 @@ def validate_features_dir(features_dir: str | os.PathLike, jobs: int = 1) -> tup
     if shard_dir.exists():
         for path in sorted(shard_dir.rglob("*" + S.SHARD_SUFFIX)):
             if str(path) not in listed:
-                problems.append(f"{path}: shard not in the manifest (re-run `mmemo extract` to list or replace it)")
+                problems.append(
+                    f"{path}: shard not in the manifest (its clip left the corpus, or a run was interrupted: "
+                    "re-run `mmemo extract`)"
+                )
         for path in sorted(shard_dir.rglob("*" + S.PARTIAL_SUFFIX)):
             problems.append(f"{path}: half-written shard of an interrupted run (re-run `mmemo extract`)")
     return len(rows), problems
