@@ -454,3 +454,27 @@ def test_real_vfr_hevc_source_time_non_decreasing(realdata):
         assert np.all(np.diff(dec.source_time) >= 0)
         assert 20 < dec.native_fps < 30
         assert len(np.unique(dec.source_time)) > 0.9 * dec.n_frames  # ~26 fps source: nearly every row changes
+
+
+def test_audio_hole_is_silence_and_masked(tmp_path):
+    """Audio packets 0-1 s and 2-3 s (a 1-s hole in the timestamps): the hole is silent and masked, the rest
+    stays at its time, and the clip is not mistaken for a truncated one."""
+    path = tmp_path / "hole.mkv"
+    sr = 16000
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=sr, layout="mono")
+        for start in (0.0, 2.0):
+            x = (tone(440, 1.0, sr) * 32767).astype(np.int16)
+            for i in range(0, sr, 1000):
+                f = av.AudioFrame.from_ndarray(x[None, i : i + 1000], format="s16", layout="mono")
+                f.sample_rate, f.pts, f.time_base = sr, int(start * sr) + i, Fraction(1, sr)
+                for p in s.encode(f):
+                    c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    dec = decode_media(path)
+    assert dec.n_frames == 75 and dec.has_audio and not dec.has_video
+    mask = dec.audio_mask
+    assert mask[:25].all() and not mask[26:50].any() and mask[51:].all()
+    assert amplitude(dec.audio[int(1.1 * sr) : int(1.9 * sr)]) < 1e-4
+    assert amplitude(dec.audio[int(2.1 * sr) : int(2.9 * sr)]) == pytest.approx(0.5, rel=0.02)

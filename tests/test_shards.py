@@ -11,7 +11,7 @@ from mmemo.data import schema as S
 from mmemo.data.shards import ShardWriter, open_shard, read_attrs, read_clip, validate_shard
 from mmemo.errors import SchemaError
 
-T, SIZE = 37, 32  # 37 rows: two full frame chunks and a partial one
+T, SIZE = 37, 32  # 37 rows: two full write blocks of 16 and a partial one
 
 
 def _attrs(**over):
@@ -37,8 +37,8 @@ def _write(path, rng, frames=True, labels=True, codec="lzf", frame_data=None):
     }
     with ShardWriter(path, frame_size=SIZE, codec=codec) as w:
         if frames:
-            for i in range(0, T, S.FRAME_CHUNK):
-                w.append_frames(data["frames"][i : i + S.FRAME_CHUNK])
+            for i in range(0, T, S.FRAME_WRITE_ROWS):
+                w.append_frames(data["frames"][i : i + S.FRAME_WRITE_ROWS])
             w.write(S.VIDEO_MASK, np.ones(T, bool))
             w.write(S.SOURCE_TIME, np.arange(T) / 25)
         w.write(S.TIMESTAMPS, np.arange(T) / 25)

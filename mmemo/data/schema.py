@@ -49,8 +49,10 @@ AROUSAL = "labels/arousal"
 LABEL_MASK = "labels/mask"
 META = "meta"
 
-# Frames are written and read in whole chunks of this many rows (the decoder hands them over in this size).
-FRAME_CHUNK = 16
+# HDF5 chunk of the frames, in rows: the fastest for reading training windows at the same file size
+# (benchmarks/extract.py, section 5). The decoder hands frames over FRAME_WRITE_ROWS at a time (whole chunks).
+FRAME_CHUNK = 4
+FRAME_WRITE_ROWS = 16
 FEATURE_CHUNK = 1024  # rows per chunk of an audio feature dataset
 
 ROOT_ATTRS: dict[str, type] = {

@@ -21,7 +21,7 @@ try:  # registers extra HDF5 filters (zstd) with HDF5 when installed, so shards 
 except ImportError:  # pragma: no cover - optional
     pass
 
-_MAX_PENDING_CHUNKS = 4  # frame chunks queued for the writer thread: bounds memory (4 x 16 x 147 kB)
+_MAX_PENDING_CHUNKS = 4  # frame blocks queued for the writer thread: bounds memory (4 x 16 rows x 147 kB)
 
 
 def shard_relpath(clip_id: str) -> str:

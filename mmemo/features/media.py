@@ -44,6 +44,8 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus")
 # swscale's good ones (0.36 vs 0.64 ms a 720p frame for bicubic, ffmpeg's default); frames stay within a median
 # 0.8 grey levels of ffmpeg's bicubic decode on the real clips.
 _INTERPOLATION = "AREA"
+# Audio timestamps that jump ahead by more than this are a hole, filled with (masked) silence.
+_AUDIO_GAP_S = 0.1
 # A decode that ends this much before the duration the container declares is reported as truncated.
 _TRUNCATION_TOLERANCE_S = 0.5
 
@@ -309,7 +311,9 @@ class _AudioTrack:
         self.layout: str | None = None
         self.offset: int | None = None  # sample index of the first decoded sample, relative to origin
         self.to_drop = 0
-        self.n_decoded = 0  # resampled samples, before any dropping
+        self.n_decoded = 0  # resampled samples (gap silence included), before any dropping
+        self.next_time: Fraction | None = None  # where the next frame should start if the stream has no hole
+        self.gaps: list[tuple[int, int]] = []  # [start, end) sample ranges of filled holes, relative to origin
         self.native_sr = stream.codec_context.sample_rate or 0
         self.native_channels = stream.codec_context.channels or 0
 
@@ -326,13 +330,25 @@ class _AudioTrack:
             x = out.to_ndarray()  # (channels, n) float32, planar
             self._emit(x.mean(axis=0, dtype=np.float32) if x.shape[0] > 1 else x[0].copy())
 
+    def _silence(self, n: int) -> None:
+        for i in range(0, n, self._ZEROS_BLOCK):
+            self.sink(np.zeros(min(self._ZEROS_BLOCK, n - i), np.float32))
+
     def push(self, frame: av.AudioFrame) -> None:
+        start = frame.pts * frame.time_base if frame.pts is not None else None
         if self.offset is None:
-            start = frame.pts * frame.time_base if frame.pts is not None else self.origin
-            self.offset = round((start - self.origin) * self.sr)
+            self.offset = round(((start if start is not None else self.origin) - self.origin) * self.sr)
             self.to_drop = max(0, -self.offset)
-            for i in range(0, max(0, self.offset), self._ZEROS_BLOCK):  # a late start: silence until then
-                self.sink(np.zeros(min(self._ZEROS_BLOCK, self.offset - i), np.float32))
+            self._silence(max(0, self.offset))  # a late start: silence until then
+        elif start is not None and self.next_time is not None and start - self.next_time > _AUDIO_GAP_S:
+            # A hole in the timestamps (a dropped stretch, a splice): keep the later audio at its time, fill the
+            # hole with silence and remember it so that those rows are marked as holding no audio.
+            n = round((start - self.next_time) * self.sr)
+            at = self.offset + self.n_decoded
+            self.gaps.append((at, at + n))
+            self._emit(np.zeros(n, np.float32))
+        if start is not None:
+            self.next_time = start + Fraction(frame.samples, frame.sample_rate)
         if frame.layout.name != self.layout:  # a layout change mid-stream needs a fresh resampler
             if self.resampler is not None:
                 self._resample(None)
@@ -473,6 +489,8 @@ def decode_media(
     # A row holds audio when the centre of its analysis window (sample t * hop) is decoded audio.
     centres = np.arange(n_rows) * hop
     audio_mask = (centres >= max(0, first)) & (centres < end) if audio is not None else np.zeros(n_rows, bool)
+    for g0, g1 in audio.gaps if audio is not None else ():
+        audio_mask &= (centres < g0) | (centres >= g1)
     audio_grid = None
     if on_audio is None:
         y = np.concatenate(samples) if samples else np.zeros(0, np.float32)

@@ -131,7 +131,7 @@ def extract_clip(
                 audio_path=src.audio_path,
                 on_frames=w.append_frames,
                 on_features=lambda name, row, x: w.append_rows(S.feature_path(name), row, x),
-                chunk_frames=S.FRAME_CHUNK,
+                chunk_frames=S.FRAME_WRITE_ROWS,
                 threads=threads,
             )
             T = dec.n_frames
