@@ -180,6 +180,68 @@ def _print_summary(summary) -> None:
 
 
 @main.command()
+@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--out",
+    "-o",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory: checkpoints, metrics.csv, plots, config.json.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Continue the run in this directory from its last.pt (a killed run picks up where it stopped).",
+)
+@click.option("--epochs", type=click.IntRange(1, None), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, None), default=1e-3, show_default=True, help="OneCycle peak rate.")
+@click.option(
+    "--loss",
+    type=click.Choice(["mix", "ccc", "mse"]),
+    default="mix",
+    show_default=True,
+    help="1 - CCC, MSE, or 0.7 (1 - CCC) + 0.3 MSE.",
+)
+@click.option("--patience", type=click.IntRange(1, None), default=8, show_default=True)
+@click.option("--group-by", metavar="COLUMN", help="Labels-table column kept whole on one side of the split.")
+@click.option(
+    "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(0, None), default=2, show_default=True, help="DataLoader workers.")
+@click.option("--no-augment", is_flag=True, help="Train without on-the-fly augmentation.")
+@click.option("--max-seq-len", type=click.IntRange(8, None), default=1000, show_default=True)
+@click.option("--hidden", type=click.IntRange(8, None), default=256, show_default=True)
+@click.option("--layers", type=click.IntRange(1, None), default=4, show_default=True)
+@click.option("--heads", type=click.IntRange(1, None), default=8, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int, batch_size: int, lr: float,
+          loss: str, patience: int, group_by: str | None, val_fraction: float, seed: int, workers: int,
+          no_augment: bool, max_seq_len: int, hidden: int, layers: int, heads: int, dropout: float,
+          quiet: bool) -> None:  # fmt: skip
+    """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`)."""
+    from mmemo.config import TrainConfig
+    from mmemo.pipeline.train import Trainer
+
+    if (run_dir is None) == (resume_dir is None):
+        raise click.UsageError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
+    try:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
+                          group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
+                          augment=not no_augment, max_seq_len=max_seq_len)  # fmt: skip
+        model = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
+        trainer = Trainer(features_dir, run_dir or resume_dir, cfg, model, resume=resume_dir is not None,
+                          log=click.echo, progress=not quiet)  # fmt: skip
+        trainer.fit()
+    except MmemoError as e:
+        raise _fail(e) from None
+    click.echo(f"best validation mean CCC {trainer.best:.3f}; checkpoints in {trainer.run_dir}")
+
+
+@main.command()
 def features() -> None:
     """List the registered audio features (name, dimension, description)."""
     from mmemo.config import ExtractConfig

@@ -101,3 +101,90 @@ class ExtractConfig:
     def config_hash(self) -> str:
         """A short stable hash of everything that changes the extracted arrays (used to key resume)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the MultiModalTransformer (saved in every checkpoint; the model is rebuilt from it alone).
+
+    The frame encoder sees frames average-pooled from the stored size to ``video_size`` (56 = 224 / 4): valence
+    and arousal live in faces and gestures, not in fine texture, and a CPU can then afford a few hundred frames
+    per step. Raise it (and ``cnn_channels``) on a GPU.
+    """
+
+    audio_dim: int = 91  # total dimension of the selected audio features (0: no audio branch)
+    video: bool = True  # build the video branch
+    hidden: int = 256
+    heads: int = 8
+    layers: int = 4
+    cross_layers: int = 1
+    ff_mult: int = 4
+    dropout: float = 0.1
+    max_seq_len: int = 1000
+    video_size: int = 56
+    cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
+    modality_dropout: float = 0.1  # per training sample: chance that one of its two modalities is hidden
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.audio_dim <= 0 and not self.video:
+            raise ConfigError("a model needs audio features or video")
+        if not 0 <= self.dropout < 1 or not 0 <= self.modality_dropout < 1:
+            raise ConfigError(f"dropout {self.dropout} / modality_dropout {self.modality_dropout} not in [0, 1)")
+        object.__setattr__(self, "cnn_channels", tuple(self.cnn_channels))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["cnn_channels"] = list(self.cnn_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown model config key(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+LOSSES = ("ccc", "mse", "mix")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How `mmemo train` trains (saved in RUN_DIR/config.json and in every checkpoint)."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3  # OneCycleLR's peak learning rate
+    weight_decay: float = 0.01
+    pct_start: float = 0.1  # warm-up share of the OneCycle schedule
+    loss: str = "mix"  # "ccc" (1 - CCC), "mse", or "mix": ccc_weight * (1 - CCC) + (1 - ccc_weight) * MSE
+    ccc_weight: float = 0.7
+    grad_clip: float = 1.0
+    patience: int = 8  # epochs without a better validation mean CCC before stopping
+    val_fraction: float = 0.2
+    group_by: str | None = None  # labels-table column whose groups never straddle train and validation
+    seed: int = 0
+    workers: int = 2
+    augment: bool = True
+    max_seq_len: int = 1000  # rows per training window (40 s at 25 fps)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction {self.val_fraction} is not between 0 and 1")
+        for name in ("epochs", "batch_size", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown train config key(s): {', '.join(sorted(unknown))}")
+        return cls(**d)

@@ -1,0 +1,271 @@
+"""Windows of shards for training and evaluation (a torch Dataset).
+
+- HDF5 files are opened lazily, inside the process that reads them (each DataLoader worker opens its own handles
+  on first use, never before the fork), and kept open for the worker's life.
+- Training: each item is a window of up to ``max_len`` rows at a random start (drawn from the seed, the epoch
+  and the item index, so a run is reproducible whatever the number of workers); a clip of T rows contributes
+  ``ceil(T / max_len)`` items per epoch, so long clips are seen in proportion to their length.
+- Evaluation: consecutive windows ``[0, L), [L, 2L), ...`` cover every row of every clip exactly once.
+- Frames stay uint8 here (pooled to the model's ``video_size``): they become float in [0, 1] in the model
+  input path (``to_device``). Audio features are standardised with statistics of the training split.
+- Rows without labels are masked out of the loss (``label_mask``), never filled in.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mmemo.data import schema as S
+from mmemo.data.shards import read_frames
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """Where a clip is and how long: enough to plan windows without opening the file."""
+
+    clip_id: str
+    path: str
+    n_frames: int
+
+
+@dataclass(frozen=True)
+class Augment:
+    """On-the-fly augmentation of training windows (all off for evaluation)."""
+
+    enabled: bool = True
+    crop: float = 0.85  # random crop keeping at least this fraction of each side, resized back
+    flip: float = 0.5  # probability of a horizontal flip
+    jitter: float = 0.2  # brightness / contrast / saturation factors in [1 - j, 1 + j]
+    time_masks: int = 2  # spans of rows zeroed in the audio features ...
+    time_mask_len: int = 10  # ... each up to this many rows
+    freq_masks: int = 2  # bands of feature dimensions zeroed ...
+    freq_mask_len: int = 8  # ... each up to this many dimensions
+    noise: float = 0.05  # std of Gaussian noise added to the standardised audio features
+    stretch: float = 0.1  # time stretch of the whole window by a factor in [1 - s, 1 + s]
+
+
+def feature_stats(clips: list[ClipRef], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std (D,) of the concatenated features over rows that hold audio (training split)."""
+    total = sq = None
+    n = 0
+    for c in clips:
+        with h5py.File(c.path, "r") as h5:
+            if S.AUDIO not in h5:
+                continue
+            m = h5[S.AUDIO_MASK][()]
+            x = np.concatenate([h5[S.feature_path(k)][()] for k in names], axis=1)[m].astype(np.float64)
+        if total is None:
+            total, sq = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        total += x.sum(0)
+        sq += (x**2).sum(0)
+        n += len(x)
+    if n == 0:
+        return np.zeros(0, np.float32), np.ones(0, np.float32)
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean**2, 0.0))
+    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _pool(frames: np.ndarray, size: int) -> np.ndarray:
+    """(n, S, S, 3) uint8 -> (n, size, size, 3) uint8 by block averaging (S a multiple of size) or area resizing."""
+    n, s = frames.shape[0], frames.shape[1]
+    if s == size:
+        return frames
+    if s % size == 0:
+        k = s // size
+        x = frames.reshape(n, size, k, size, k, 3).mean(axis=(2, 4), dtype=np.float32)
+        return np.rint(x).astype(np.uint8)
+    t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    t = torch.nn.functional.interpolate(t, size=(size, size), mode="area")
+    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+class ShardDataset(Dataset):
+    """Windows of (audio features, frames, masks, labels) from shards. See the module docstring."""
+
+    def __init__(
+        self,
+        clips: list[ClipRef],
+        feature_names: list[str],
+        mean: np.ndarray,
+        std: np.ndarray,
+        *,
+        max_len: int = 1000,
+        train: bool = True,
+        video_size: int = 56,
+        use_video: bool = True,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.clips, self.names = clips, list(feature_names)
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.max_len, self.train, self.video_size, self.use_video = max_len, train, video_size, use_video
+        self.augment = augment if (augment is not None and augment.enabled and train) else None
+        self.seed, self.epoch = seed, 0
+        self.audio_dim = int(self.mean.size)
+        self._files: dict[str, h5py.File] = {}
+        self._pid = None
+        # item -> (clip index, window number): training draws the start at random, evaluation tiles the clip
+        self.items = [(ci, w) for ci, c in enumerate(clips) for w in range(max(1, math.ceil(c.n_frames / max_len)))]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training windows are redrawn each epoch (call before building the epoch's DataLoader iterator)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _h5(self, path: str) -> h5py.File:
+        if self._pid != os.getpid():  # a new process (DataLoader worker): never reuse a parent's handles
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = h5py.File(path, "r")
+        return f
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_files"], state["_pid"] = {}, None  # handles never cross a process boundary
+        return state
+
+    def window(self, index: int) -> tuple[int, int, int]:
+        """(clip index, start, stop) of item ``index`` for the current epoch."""
+        ci, w = self.items[index]
+        T = self.clips[ci].n_frames
+        L = min(self.max_len, T)
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            start = int(rng.integers(0, T - L + 1))
+        else:
+            start = w * self.max_len
+            L = min(self.max_len, T - start)
+        return ci, start, start + L
+
+    def __getitem__(self, index: int) -> dict:
+        ci, start, stop = self.window(index)
+        h5 = self._h5(self.clips[ci].path)
+        L = stop - start
+        item = {"clip": ci, "start": start}
+        if S.AUDIO in h5 and self.audio_dim:
+            x = np.concatenate([h5[S.feature_path(k)][start:stop] for k in self.names], axis=1)
+            item["audio"] = ((x - self.mean) / self.std).astype(np.float32)
+            item["audio_mask"] = h5[S.AUDIO_MASK][start:stop]
+        else:
+            item["audio"] = np.zeros((L, self.audio_dim), np.float32)
+            item["audio_mask"] = np.zeros(L, bool)
+        s = self.video_size
+        if self.use_video and S.VIDEO in h5:
+            item["frames"] = _pool(read_frames(h5, start, stop), s)
+            item["video_mask"] = h5[S.VIDEO_MASK][start:stop]
+        else:
+            item["frames"] = np.zeros((L, s, s, 3), np.uint8)
+            item["video_mask"] = np.zeros(L, bool)
+        if S.LABELS in h5:
+            y = np.stack([h5[S.VALENCE][start:stop], h5[S.AROUSAL][start:stop]], axis=1)
+            m = h5[S.LABEL_MASK][start:stop]
+        else:
+            y, m = np.zeros((L, 2), np.float32), np.zeros(L, bool)
+        item["labels"] = np.nan_to_num(y, nan=0.0).astype(np.float32)
+        item["label_mask"] = m & np.isfinite(y).all(axis=1)
+        if self.augment is not None:
+            item = _augment(item, self.augment, np.random.default_rng([self.seed, self.epoch, index, 1]))
+        return item
+
+
+def _augment(item: dict, a: Augment, rng: np.random.Generator) -> dict:
+    """Augment one training window in place of its arrays (same geometry for every frame of the window)."""
+    frames = item["frames"]
+    if item["video_mask"].any():
+        s = frames.shape[1]
+        if a.crop < 1:
+            c = int(round(s * rng.uniform(a.crop, 1.0)))
+            y0, x0 = rng.integers(0, s - c + 1, size=2)
+            frames = _pool_to(frames[:, y0 : y0 + c, x0 : x0 + c], s)
+        if rng.random() < a.flip:
+            frames = frames[:, :, ::-1]
+        if a.jitter > 0:
+            f = frames.astype(np.float32)
+            b, con, sat = rng.uniform(1 - a.jitter, 1 + a.jitter, size=3)
+            grey = f.mean(axis=3, keepdims=True)
+            f = grey + (f - grey) * sat  # saturation
+            f = (f - f.mean()) * con + f.mean()  # contrast
+            frames = np.clip(f * b, 0, 255).astype(np.uint8)  # brightness
+        item["frames"] = np.ascontiguousarray(frames)
+    x = item["audio"].copy()
+    L, D = x.shape
+    if D and item["audio_mask"].any():
+        for _ in range(a.time_masks):
+            w = int(rng.integers(0, a.time_mask_len + 1))
+            t0 = int(rng.integers(0, max(1, L - w)))
+            x[t0 : t0 + w] = 0.0
+        for _ in range(a.freq_masks):
+            w = int(rng.integers(0, min(a.freq_mask_len, D) + 1))
+            d0 = int(rng.integers(0, max(1, D - w)))
+            x[:, d0 : d0 + w] = 0.0
+        if a.noise > 0:
+            x += rng.normal(0, a.noise, x.shape).astype(np.float32)
+    item["audio"] = x
+    if a.stretch > 0 and L > 1:
+        item = _stretch(item, rng.uniform(1 - a.stretch, 1 + a.stretch))
+    return item
+
+
+def _pool_to(frames: np.ndarray, size: int) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _stretch(item: dict, factor: float) -> dict:
+    """Play the window ``factor`` times slower: every stream is resampled on one new time axis together."""
+    L = len(item["audio"])
+    n = max(2, int(round(L * factor)))
+    src = np.linspace(0, L - 1, n)
+    near = np.rint(src).astype(int)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, L - 1)
+    w = (src - lo)[:, None].astype(np.float32)
+    out = dict(item)
+    out["audio"] = (item["audio"][lo] * (1 - w) + item["audio"][hi] * w).astype(np.float32)
+    out["labels"] = (item["labels"][lo] * (1 - w) + item["labels"][hi] * w).astype(np.float32)
+    out["label_mask"] = item["label_mask"][lo] & item["label_mask"][hi]
+    for k in ("frames", "audio_mask", "video_mask"):
+        out[k] = item[k][near]
+    return out
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad a list of windows to the longest: tensors (B, T, ...) plus ``pad_mask`` (B, T) True where real."""
+    B, T = len(items), max(len(it["audio"]) for it in items)
+    first = items[0]
+    out = {
+        "audio": torch.zeros(B, T, first["audio"].shape[1]),
+        "frames": torch.zeros(B, T, *first["frames"].shape[1:], dtype=torch.uint8),
+        "labels": torch.zeros(B, T, 2),
+        "pad_mask": torch.zeros(B, T, dtype=torch.bool),
+        "audio_mask": torch.zeros(B, T, dtype=torch.bool),
+        "video_mask": torch.zeros(B, T, dtype=torch.bool),
+        "label_mask": torch.zeros(B, T, dtype=torch.bool),
+        "clip": torch.tensor([it["clip"] for it in items]),
+        "start": torch.tensor([it["start"] for it in items]),
+    }
+    for i, it in enumerate(items):
+        n = len(it["audio"])
+        out["pad_mask"][i, :n] = True
+        for k in ("audio", "frames", "labels", "audio_mask", "video_mask", "label_mask"):
+            out[k][i, :n] = torch.from_numpy(np.ascontiguousarray(it[k]))
+    return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a batch to ``device``; frames become float in [0, 1] here, after the (4x smaller) uint8 transfer."""
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["frames"] = out["frames"].float().div_(255.0)
+    return out

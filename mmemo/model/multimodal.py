@@ -1,0 +1,163 @@
+"""MultiModalTransformer: audio and video branches, cross-modal attention both ways, fusion, per-frame heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmemo.config import ModelConfig
+from mmemo.model.encoder import CrossModalAttention, TransformerEncoder
+
+
+def sinusoidal_positions(T: int, dim: int, device: torch.device) -> torch.Tensor:
+    """(T, dim) fixed sine/cosine position encodings (any length, no learned table to outgrow)."""
+    pos = torch.arange(T, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(T, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return pe
+
+
+class MaskedBatchNorm(nn.Module):
+    """Batch normalisation over the real positions of (B, T, D) only: padding never enters the statistics."""
+
+    def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) bool -> (B, T, D)."""
+        if self.training and int(mask.sum()) > 1:
+            sel = x[mask].float()  # (N, D)
+            mean, var = sel.mean(0), sel.var(0, unbiased=False)
+            with torch.no_grad():
+                n = sel.shape[0]
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        y = (x - mean.to(x.dtype)) * torch.rsqrt(var.to(x.dtype) + self.eps)
+        return y * self.weight.to(x.dtype) + self.bias.to(x.dtype)
+
+
+class FrameEncoder(nn.Module):
+    """A small CNN: one (3, S, S) frame -> one ``hidden`` vector (strided convolutions, global average pool)."""
+
+    def __init__(self, channels: tuple[int, ...], hidden: int) -> None:
+        super().__init__()
+        layers, c_in = [], 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.GELU()]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Linear(c_in, hidden)
+        # ImageNet statistics: a neutral, well-known centring of RGB in [0, 1]
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (N, S, S, 3) float in [0, 1] -> (N, hidden)."""
+        x = frames.permute(0, 3, 1, 2)  # (N, 3, S, S)
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        x = self.convs(x).mean(dim=(2, 3))  # (N, C)
+        return self.proj(x)
+
+
+class MultiModalTransformer(nn.Module):
+    """Valence and arousal for every frame from audio features and/or frames.
+
+    Inputs are (B, T, ...) along time with masks that say which positions are real (``pad_mask``) and where each
+    modality is present (``audio_mask``, ``video_mask``); a clip with only one modality has the other masked out
+    entirely, and no masked position influences a real one.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H = cfg.hidden
+        self.audio_in = nn.Sequential(nn.Linear(cfg.audio_dim, H), nn.LayerNorm(H)) if cfg.audio_dim > 0 else None
+        self.frame_encoder = FrameEncoder(cfg.cnn_channels, H) if cfg.video else None
+        self.audio_enc = nn.ModuleList(
+            TransformerEncoder(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.layers)
+        )
+        self.video_enc = nn.ModuleList(
+            TransformerEncoder(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.layers)
+        )
+        self.audio_from_video = nn.ModuleList(
+            CrossModalAttention(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.cross_layers)
+        )
+        self.video_from_audio = nn.ModuleList(
+            CrossModalAttention(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.cross_layers)
+        )
+        self.fuse = nn.Linear(2 * H, H)
+        self.fuse_norm = MaskedBatchNorm(H)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(H, 2)  # (valence, arousal)
+
+    def _modality_dropout(self, audio_ok: torch.Tensor, video_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hide one modality of some training samples (never both) so that a missing face or silence is survivable."""
+        p = self.cfg.modality_dropout
+        if not self.training or p <= 0:
+            return audio_ok, video_ok
+        B = audio_ok.shape[0]
+        r = torch.rand(B, device=audio_ok.device)
+        both = audio_ok.any(1) & video_ok.any(1)
+        hide_audio = (r < p / 2) & both
+        hide_video = (r >= p / 2) & (r < p) & both
+        return audio_ok & ~hide_audio[:, None], video_ok & ~hide_video[:, None]
+
+    def forward(
+        self,
+        audio: torch.Tensor | None,
+        frames: torch.Tensor | None,
+        pad_mask: torch.Tensor,
+        audio_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """audio (B, T, Da) normalised features; frames (B, T, S, S, 3) in [0, 1]; masks (B, T) bool.
+
+        Returns:
+            (B, T, 2): valence and arousal per frame.
+        """
+        B, T = pad_mask.shape
+        H, device = self.cfg.hidden, pad_mask.device
+        audio_ok = pad_mask & (audio_mask if audio_mask is not None else pad_mask)
+        video_ok = pad_mask & (video_mask if video_mask is not None else pad_mask)
+        if self.audio_in is None or audio is None:
+            audio_ok = torch.zeros_like(pad_mask)
+        if self.frame_encoder is None or frames is None:
+            video_ok = torch.zeros_like(pad_mask)
+        audio_ok, video_ok = self._modality_dropout(audio_ok, video_ok)
+        pos = sinusoidal_positions(T, H, device)  # (T, H)
+
+        a = torch.zeros(B, T, H, device=device)
+        if audio_ok.any():
+            a = self.audio_in(audio) * audio_ok[..., None]  # (B, T, H), absent positions zeroed
+        v = torch.zeros(B, T, H, device=device, dtype=a.dtype)
+        if video_ok.any():
+            v = v.index_put((video_ok,), self.frame_encoder(frames[video_ok]).to(v.dtype))  # CNN on present frames only
+        a, v = a + pos, v + pos
+        for block in self.audio_enc:
+            a = block(a, audio_ok)
+        for block in self.video_enc:
+            v = block(v, video_ok)
+        for a_blk, v_blk in zip(self.audio_from_video, self.video_from_audio, strict=True):
+            a, v = a_blk(a, v, video_ok), v_blk(v, a, audio_ok)
+
+        z = torch.cat([a * audio_ok[..., None], v * video_ok[..., None]], dim=-1)  # (B, T, 2H)
+        z = self.drop(F.gelu(self.fuse_norm(self.fuse(z), pad_mask)))
+        return self.head(z)  # (B, T, 2)
+
+
+def clip_level(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean over time: pred (B, T, K), mask (B, T) -> (B, K)."""
+    w = mask.to(pred.dtype)[..., None]
+    return (pred * w).sum(1) / w.sum(1).clamp_min(1)

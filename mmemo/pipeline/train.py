@@ -1,0 +1,394 @@
+"""`mmemo train`: shards -> MultiModalTransformer, read top to bottom.
+
+1. Clips: the labelled clips of the manifest, split by clip (or by ``group_by`` groups) into train / validation.
+2. Statistics: per-dimension mean / std of the audio features on the training split (saved with the model).
+3. Model, AdamW, OneCycleLR with warm-up.
+4. Each epoch: train on random windows, validate on windows covering every validation row, compute the field's
+   metrics, print a table, append metrics.csv, draw curves, save last.pt (and best.pt when the validation mean
+   CCC improves), stop early after ``patience`` epochs without improvement.
+
+A checkpoint holds only tensors, numbers, strings and lists, so ``torch.load(..., weights_only=True)`` reads it:
+model and optimiser state, scheduler, epoch, step, RNG states, the three configurations and the feature statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from mmemo import __version__
+from mmemo.config import ExtractConfig, ModelConfig, TrainConfig
+from mmemo.data import schema as S
+from mmemo.data.dataset import Augment, ClipRef, ShardDataset, collate, feature_stats, to_device
+from mmemo.data.labels import normalise_clip_id
+from mmemo.errors import ConfigError, MmemoError
+from mmemo.features.audio import feature_dims
+from mmemo.model.multimodal import MultiModalTransformer
+from mmemo.pipeline.metrics import evaluate
+
+DIMS = ("valence", "arousal")
+CHECKPOINT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+@dataclass
+class Corpus:
+    clips: list[ClipRef]  # labelled, extracted clips
+    extract_cfg: ExtractConfig
+    has_video: bool
+    labels_path: Path | None
+
+
+def load_corpus(features_dir: str | os.PathLike) -> Corpus:
+    """The labelled clips of an extraction and its feature configuration."""
+    root = Path(features_dir)
+    manifest, config = root / S.MANIFEST, root / S.RUN_CONFIG
+    if not manifest.exists() or not config.exists():
+        raise MmemoError(f"{root}: no {S.MANIFEST} / {S.RUN_CONFIG}; run `mmemo extract` first")
+    record = json.loads(config.read_text())
+    df = pd.read_csv(manifest, keep_default_na=False)
+    ok = df[(df["status"] != "failed") & (df["labels"] != "")]
+    if len(ok) < 2:
+        raise MmemoError(f"{root}: {len(ok)} labelled clip(s); training needs at least 2 (see labels.csv)")
+    clips = [ClipRef(r.clip, str(root / r.shard), int(r.frames)) for r in ok.itertuples()]
+    return Corpus(
+        clips,
+        ExtractConfig.from_dict(record["config"]),
+        bool(ok["modalities"].str.contains("video").any()),
+        Path(record["labels"]) if record.get("labels") else None,
+    )
+
+
+def split(corpus: Corpus, cfg: TrainConfig, groups_file: Path | None = None) -> tuple[list[ClipRef], list[ClipRef]]:
+    """Seeded split into (train, validation): by clip, or by the ``group_by`` column so no group straddles."""
+    ids = [c.clip_id for c in corpus.clips]
+    if cfg.group_by:
+        path = groups_file or corpus.labels_path
+        if path is None or not Path(path).exists():
+            raise ConfigError(f"--group-by {cfg.group_by}: no label table to read it from")
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if cfg.group_by not in table.columns:
+            raise ConfigError(f"{path}: no column {cfg.group_by!r} (columns: {', '.join(table.columns)})")
+        table["clip"] = table["clip"].map(normalise_clip_id)
+        group_of = dict(zip(table["clip"], table[cfg.group_by], strict=True))
+        missing = [i for i in ids if i not in group_of]
+        if missing:
+            raise ConfigError(f"{path}: clip(s) without a {cfg.group_by}: {', '.join(missing[:5])}")
+        keys = [group_of[i] for i in ids]
+    else:
+        keys = ids
+    unique = sorted(set(keys))
+    if len(unique) < 2:
+        raise ConfigError(f"only {len(unique)} group(s): cannot hold any out for validation")
+    rng = random.Random(cfg.seed)
+    rng.shuffle(unique)
+    n_val = min(len(unique) - 1, max(1, round(cfg.val_fraction * len(unique))))
+    val_keys = set(unique[:n_val])
+    train = [c for c, k in zip(corpus.clips, keys, strict=True) if k not in val_keys]
+    val = [c for c, k in zip(corpus.clips, keys, strict=True) if k in val_keys]
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------------------- loss
+def masked_ccc(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CCC per output dimension over the masked positions of a batch: pred, target (B, T, K), mask (B, T) -> (K,)."""
+    w = mask.to(pred.dtype)[..., None]  # (B, T, 1)
+    n = w.sum().clamp_min(1.0)
+    mp, mt = (pred * w).sum((0, 1)) / n, (target * w).sum((0, 1)) / n
+    dp, dt = (pred - mp) * w, (target - mt) * w
+    cov = (dp * dt).sum((0, 1)) / n
+    vp, vt = (dp**2).sum((0, 1)) / n, (dt**2).sum((0, 1)) / n
+    return 2 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)
+
+
+def loss_fn(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The configured loss over labelled positions only (unlabelled rows contribute nothing)."""
+    w = mask.to(pred.dtype)[..., None]
+    mse = (((pred - target) ** 2) * w).sum() / (w.sum() * pred.shape[-1]).clamp_min(1.0)
+    if cfg.loss == "mse":
+        return mse
+    ccc_term = (1 - masked_ccc(pred, target, mask)).mean()
+    return ccc_term if cfg.loss == "ccc" else cfg.ccc_weight * ccc_term + (1 - cfg.ccc_weight) * mse
+
+
+# ------------------------------------------------------------------------------------------------------- training
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint as data: refuses anything that would need code to load (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError for code, RuntimeError for a damaged file
+        raise MmemoError(f"{path}: not a loadable mmemo checkpoint ({str(e).splitlines()[0]})") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Holds the run's state; ``fit()`` trains until the epochs are done or early stopping says stop."""
+
+    def __init__(
+        self,
+        features_dir: str | os.PathLike,
+        run_dir: str | os.PathLike,
+        cfg: TrainConfig,
+        model_overrides: dict | None = None,
+        *,
+        resume: bool = False,
+        log: Callable[[str], None] = print,
+        progress: bool = True,
+    ) -> None:
+        self.run_dir, self.log, self.progress = Path(run_dir), log, progress
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        ckpt = None
+        if resume:
+            last = self.run_dir / "last.pt"
+            if not last.exists():
+                raise MmemoError(f"{self.run_dir}: no last.pt to resume from")
+            ckpt = load_checkpoint(last)
+            cfg = TrainConfig.from_dict(ckpt["train_config"])
+        self.cfg = cfg
+        seed_everything(cfg.seed)
+        self.corpus = load_corpus(features_dir)
+        self.train_clips, self.val_clips = split(self.corpus, cfg)
+        ecfg = self.corpus.extract_cfg
+        self.feature_names = list(ecfg.features)
+        if ckpt is not None:
+            self.mean, self.std = ckpt["feature_mean"].numpy(), ckpt["feature_std"].numpy()
+            self.model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+        else:
+            self.mean, self.std = feature_stats(self.train_clips, self.feature_names)
+            dims = sum(feature_dims(ecfg).values())
+            base = {"audio_dim": dims, "video": self.corpus.has_video, "max_seq_len": cfg.max_seq_len}
+            self.model_cfg = ModelConfig.from_dict({**base, **(model_overrides or {})})
+        self.model = MultiModalTransformer(self.model_cfg).to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.train_set = ShardDataset(
+            self.train_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=True,
+            video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
+            augment=Augment(enabled=cfg.augment), seed=cfg.seed,
+        )  # fmt: skip
+        self.val_set = ShardDataset(
+            self.val_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=False,
+            video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
+        )  # fmt: skip
+        steps = cfg.epochs * math.ceil(len(self.train_set) / cfg.batch_size)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=cfg.pct_start
+        )
+        self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -math.inf, 0
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+            self.best, self.bad_epochs = float(ckpt["best"]), int(ckpt["bad_epochs"])
+            _set_rng_state(ckpt["rng"])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            self._write_config()
+
+    # --------------------------------------------------------------------------------------------- bookkeeping
+    def _write_config(self) -> None:
+        from mmemo.pipeline.extract import package_versions
+
+        record = {
+            "train": self.cfg.to_dict(),
+            "model": self.model_cfg.to_dict(),
+            "extract": self.corpus.extract_cfg.to_dict(),
+            "train_clips": [c.clip_id for c in self.train_clips],
+            "val_clips": [c.clip_id for c in self.val_clips],
+            "device": str(self.device),
+            "versions": {**package_versions(), "torch": torch.__version__},
+        }
+        (self.run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    def checkpoint(self) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "mmemo_version": __version__,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "rng": _rng_state(),
+            "model_config": self.model_cfg.to_dict(),
+            "train_config": self.cfg.to_dict(),
+            "extract_config": self.corpus.extract_cfg.to_dict(),
+            "feature_names": self.feature_names,
+            "feature_mean": torch.from_numpy(np.asarray(self.mean, np.float32)),
+            "feature_std": torch.from_numpy(np.asarray(self.std, np.float32)),
+        }
+
+    def _loader(self, dataset: ShardDataset, shuffle: bool) -> DataLoader:
+        g = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch)
+        return DataLoader(
+            dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, num_workers=self.cfg.workers,
+            collate_fn=collate, generator=g, persistent_workers=False,
+            multiprocessing_context="spawn" if self.cfg.workers > 0 else None,
+        )  # fmt: skip
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    # ------------------------------------------------------------------------------------------------ the loop
+    def train_epoch(self) -> float:
+        self.model.train()
+        self.train_set.set_epoch(self.epoch)
+        total, n = 0.0, 0
+        batches = self._loader(self.train_set, shuffle=True)
+        from tqdm import tqdm
+
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=not self.progress,
+                   file=sys.stderr)  # fmt: skip
+        for batch in bar:
+            b = to_device(batch, self.device)
+            with self._autocast():
+                pred = self.model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
+            loss = loss_fn(pred.float(), b["labels"], b["label_mask"], self.cfg)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.opt.step()
+            if self.step < self.sched.total_steps:
+                self.sched.step()
+            self.step += 1
+            total += loss.item() * len(batch["clip"])
+            n += len(batch["clip"])
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        return total / max(n, 1)
+
+    @torch.no_grad()
+    def predict(self, dataset: ShardDataset) -> dict[int, dict[str, np.ndarray]]:
+        """clip index -> {"pred": (T, 2), "labels": (T, 2), "mask": (T,)} over every row (eval windows)."""
+        self.model.eval()
+        out = {
+            ci: {"pred": np.zeros((c.n_frames, 2), np.float32), "labels": np.zeros((c.n_frames, 2), np.float32),
+                 "mask": np.zeros(c.n_frames, bool)}
+            for ci, c in enumerate(dataset.clips)
+        }  # fmt: skip
+        for batch in self._loader(dataset, shuffle=False):
+            b = to_device(batch, self.device)
+            with self._autocast():
+                pred = self.model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
+            pred = pred.float().cpu().numpy()
+            for i in range(len(batch["clip"])):
+                ci, s0 = int(batch["clip"][i]), int(batch["start"][i])
+                n = int(batch["pad_mask"][i].sum())
+                out[ci]["pred"][s0 : s0 + n] = pred[i, :n]
+                out[ci]["labels"][s0 : s0 + n] = batch["labels"][i, :n].numpy()
+                out[ci]["mask"][s0 : s0 + n] = batch["label_mask"][i, :n].numpy()
+        return out
+
+    def validate(self) -> tuple[float, dict[str, float], dict]:
+        preds = self.predict(self.val_set)
+        p = torch.from_numpy(np.concatenate([v["pred"] for v in preds.values()]))[None]
+        t = torch.from_numpy(np.concatenate([v["labels"] for v in preds.values()]))[None]
+        m = torch.from_numpy(np.concatenate([v["mask"] for v in preds.values()]))[None]
+        val_loss = float(loss_fn(p, t, m, self.cfg))
+        metrics = {}
+        for k, dim in enumerate(DIMS):
+            r = evaluate([v["pred"][v["mask"], k] for v in preds.values()],
+                         [v["labels"][v["mask"], k] for v in preds.values()])  # fmt: skip
+            metrics.update({f"{dim}_{name}": value for name, value in r.items()})
+        return val_loss, metrics, preds
+
+    def fit(self, stop_after: int | None = None) -> pd.DataFrame:
+        """Train until done (or until epoch ``stop_after``, as if killed then); returns RUN_DIR/metrics.csv."""
+        history_path = self.run_dir / "metrics.csv"
+        self.log(
+            f"training on {len(self.train_clips)} clips ({len(self.train_set)} windows), validating on "
+            f"{len(self.val_clips)}; {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters, "
+            f"{self.device}"
+        )
+        last = self.cfg.epochs if stop_after is None else min(stop_after, self.cfg.epochs)
+        while self.epoch < last and self.bad_epochs < self.cfg.patience:
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch()
+            val_loss, metrics, preds = self.validate()
+            self.epoch += 1
+            score = float(np.nanmean([metrics["valence_ccc"], metrics["arousal_ccc"]]))
+            improved = score > self.best  # CCC: higher is better
+            if improved:
+                self.best, self.bad_epochs = score, 0
+            else:
+                self.bad_epochs += 1
+            row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss, "mean_ccc": score,
+                   **metrics, "lr": self.sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}  # fmt: skip
+            header = not history_path.exists()
+            pd.DataFrame([row]).to_csv(history_path, mode="a", header=header, index=False)
+            ckpt = self.checkpoint()
+            _atomic_save(ckpt, self.run_dir / "last.pt")
+            if improved:
+                _atomic_save(ckpt, self.run_dir / "best.pt")
+            self.log(format_row(row, header=self.epoch == 1, best=improved))
+            self._plots(pd.read_csv(history_path), preds)
+        if self.bad_epochs >= self.cfg.patience:
+            self.log(f"early stop: no better validation mean CCC for {self.cfg.patience} epochs (best {self.best:.3f})")
+        return pd.read_csv(history_path)
+
+    def _plots(self, history: pd.DataFrame, preds: dict) -> None:
+        from mmemo.pipeline.plots import learning_curves, traces
+
+        learning_curves(history, self.run_dir / "learning_curves.png")
+        names = [c.clip_id for c in self.val_clips]
+        traces(preds, names, self.run_dir / "val_traces.png")
+
+
+def format_row(row: dict, header: bool, best: bool) -> str:
+    cols = [("epoch", "{:>5d}"), ("train_loss", "{:>10.4f}"), ("val_loss", "{:>8.4f}")]
+    for d in DIMS:
+        cols += [(f"{d}_ccc", "{:>7.3f}"), (f"{d}_ccc_clip", "{:>8.3f}"), (f"{d}_pcc", "{:>6.3f}"),
+                 (f"{d}_rmse", "{:>6.3f}"), (f"{d}_mae", "{:>6.3f}")]  # fmt: skip
+    line = " ".join(fmt.format(row[k]) for k, fmt in cols) + ("  *" if best else "")
+    if not header:
+        return line
+    titles = ["epoch", "train_loss", "val_loss"]
+    for d in ("V", "A"):
+        titles += [f"{d}.ccc", f"{d}.ccc/clip", f"{d}.pcc", f"{d}.rmse", f"{d}.mae"]
+    widths = [5, 10, 8] + [7, 8, 6, 6, 6] * 2
+    head = " ".join(t.rjust(w) for t, w in zip(titles, widths, strict=True))
+    return head + "\n" + line

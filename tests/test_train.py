@@ -1,0 +1,111 @@
+"""Training end to end on a small extracted demo corpus: outputs, checkpoints as data, resume, early stop, splits."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmemo.config import ExtractConfig, TrainConfig
+from mmemo.demo import make_demo_corpus
+from mmemo.errors import MmemoError
+from mmemo.pipeline.extract import extract_corpus
+from mmemo.pipeline.train import Trainer, load_checkpoint, load_corpus, split
+
+SMALL = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_demo_corpus(root / "corpus", n_clips=6, seconds=3.0)
+    extract_corpus(root / "corpus", root / "features", ExtractConfig(), jobs=1, progress=False, log=lambda s: None)
+    return root / "features"
+
+
+def _cfg(**kw):
+    base = {"epochs": 2, "batch_size": 4, "workers": 0, "max_seq_len": 40, "patience": 5}
+    return TrainConfig(**{**base, **kw})
+
+
+def _train(features, run, **kw):
+    t = Trainer(features, run, _cfg(**kw), SMALL, log=lambda s: None, progress=False)
+    return t, t.fit()
+
+
+def test_a_run_writes_everything(features, tmp_path):
+    """metrics.csv per epoch, best.pt / last.pt loadable as data, config.json, the two PNGs."""
+    t, history = _train(features, tmp_path / "run")
+    run = tmp_path / "run"
+    assert list(history["epoch"]) == [1, 2]
+    for col in ("train_loss", "val_loss", "valence_ccc", "valence_ccc_clip", "arousal_pcc", "arousal_rmse"):
+        assert col in history and np.isfinite(history[col]).all()
+    for name in ("best.pt", "last.pt", "config.json", "learning_curves.png", "val_traces.png"):
+        assert (run / name).exists(), name
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["model_config"]["hidden"] == 16
+    assert ckpt["feature_mean"].shape == (91,) and ckpt["extract_config"]["n_mels"] == 64
+    assert ckpt["feature_names"] == list(ExtractConfig().features)
+
+
+def test_resume_matches_an_uninterrupted_run(features, tmp_path):
+    """Stop after epoch 1, resume to epoch 3: same weights and metrics as three epochs in one go."""
+    _, straight = _train(features, tmp_path / "a", epochs=3)
+    Trainer(features, tmp_path / "b", _cfg(epochs=3), SMALL, log=lambda s: None, progress=False).fit(stop_after=1)
+    resumed = Trainer(features, tmp_path / "b", _cfg(epochs=3), resume=True, log=lambda s: None, progress=False)
+    assert resumed.epoch == 1
+    history = resumed.fit()
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    np.testing.assert_allclose(history["val_loss"], straight["val_loss"], rtol=1e-6)
+
+
+def test_early_stopping_stops(features, tmp_path):
+    """With no learning (lr 0) nothing improves after epoch 1: patience 2 stops after epoch 3."""
+    _, history = _train(features, tmp_path / "r", epochs=10, patience=2, lr=0.0)
+    assert list(history["epoch"]) == [1, 2, 3]
+
+
+def test_pickled_code_is_refused(tmp_path):
+    """A checkpoint that would run code when unpickled is refused with one line."""
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    with pytest.raises(MmemoError, match="not a loadable mmemo checkpoint"):
+        load_checkpoint(path)
+    torch.save({"fn": Evil()}, tmp_path / "evil2.pt")
+    with pytest.raises(MmemoError, match="not a loadable mmemo checkpoint"):
+        load_checkpoint(tmp_path / "evil2.pt")
+
+
+def test_group_split_keeps_groups_whole(features):
+    """--group-by speaker: no speaker on both sides; the split is the same for the same seed."""
+    corpus = load_corpus(features)
+    labels = pd.read_csv(corpus.labels_path)
+    speaker = dict(zip(labels["clip"], labels["speaker"], strict=False))
+    for seed in range(5):
+        train, val = split(corpus, TrainConfig(group_by="speaker", seed=seed))
+        assert {speaker[c.clip_id] for c in train}.isdisjoint({speaker[c.clip_id] for c in val})
+        assert len(train) + len(val) == 6 and val
+        assert split(corpus, TrainConfig(group_by="speaker", seed=seed)) == (train, val)
+
+
+def test_dataloader_workers_give_the_same_batches(features, tmp_path):
+    """Two worker processes (spawned, each opening its own HDF5 handles) give the batches of zero workers."""
+    t0 = Trainer(features, tmp_path / "w0", _cfg(workers=0), SMALL, log=lambda s: None, progress=False)
+    t2 = Trainer(features, tmp_path / "w2", _cfg(workers=2), SMALL, log=lambda s: None, progress=False)
+    b0 = list(t0._loader(t0.train_set, shuffle=True))
+    b2 = list(t2._loader(t2.train_set, shuffle=True))
+    assert len(b0) == len(b2)
+    for x, y in zip(b0, b2, strict=True):
+        for k in x:
+            torch.testing.assert_close(x[k], y[k], msg=k)
