@@ -117,6 +117,9 @@ def make_demo_corpus(out: str | os.PathLike, n_clips: int = 12, seconds: float =
     return out
 
 
+DEMO_MODEL = {"hidden": 64, "layers": 2, "heads": 4}  # the demo's dozen clips need no 256-wide model
+
+
 def run_demo(out: str | os.PathLike, *, n_clips: int = 12, jobs: int = 1, log: Callable[[str], None] = print):
     """Make the demo corpus under ``out/corpus`` and extract it into ``out/features``."""
     from mmemo.config import ExtractConfig
@@ -128,3 +131,18 @@ def run_demo(out: str | os.PathLike, *, n_clips: int = 12, jobs: int = 1, log: C
         log(f"writing {n_clips} synthetic clips to {corpus}")
         make_demo_corpus(corpus, n_clips=n_clips)
     return extract_corpus(corpus, out / "features", ExtractConfig(), jobs=jobs, log=log)
+
+
+def train_demo(out: str | os.PathLike, *, epochs: int = 25, log: Callable[[str], None] = print, progress: bool = True):
+    """Train the demo model on ``out/features`` into ``out/run``, holding out whole speakers for validation.
+
+    Returns the metrics row of the best epoch (its ``valence_ccc`` and ``arousal_ccc`` are on held-out clips).
+    """
+    from mmemo.config import TrainConfig
+    from mmemo.pipeline.train import Trainer
+
+    out = Path(out)
+    cfg = TrainConfig(epochs=epochs, batch_size=4, max_seq_len=150, workers=0, group_by="speaker", patience=8)
+    trainer = Trainer(out / "features", out / "run", cfg, DEMO_MODEL, log=log, progress=progress)
+    history = trainer.fit()
+    return history.loc[history["mean_ccc"].idxmax()], trainer

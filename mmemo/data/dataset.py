@@ -136,12 +136,14 @@ class ShardDataset(Dataset):
         return state
 
     def window(self, index: int) -> tuple[int, int, int]:
-        """(clip index, start, stop) of item ``index`` for the current epoch."""
+        """(clip index, start, stop) of item ``index``; an index past ``len`` carries its epoch (EpochSampler)."""
+        epoch, index = divmod(index, len(self.items))
+        epoch = epoch or self.epoch
         ci, w = self.items[index]
         T = self.clips[ci].n_frames
         L = min(self.max_len, T)
         if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            rng = np.random.default_rng([self.seed, epoch, index])
             start = int(rng.integers(0, T - L + 1))
         else:
             start = w * self.max_len
@@ -149,6 +151,7 @@ class ShardDataset(Dataset):
         return ci, start, start + L
 
     def __getitem__(self, index: int) -> dict:
+        epoch = index // len(self.items) or self.epoch
         ci, start, stop = self.window(index)
         h5 = self._h5(self.clips[ci].path)
         L = stop - start
@@ -175,8 +178,39 @@ class ShardDataset(Dataset):
         item["labels"] = np.nan_to_num(y, nan=0.0).astype(np.float32)
         item["label_mask"] = m & np.isfinite(y).all(axis=1)
         if self.augment is not None:
-            item = _augment(item, self.augment, np.random.default_rng([self.seed, self.epoch, index, 1]))
+            item = _augment(item, self.augment, np.random.default_rng([self.seed, epoch, index % len(self), 1]))
         return item
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Indices of one epoch, shuffled by (seed, epoch), each offset by ``epoch * len(dataset)``.
+
+    Carrying the epoch in the index lets persistent DataLoader workers draw the right windows without being told
+    about the new epoch. With ``num_replicas > 1`` (DistributedDataParallel) each rank takes every
+    ``num_replicas``-th index of the same permutation, padded so that all ranks get the same count.
+    """
+
+    def __init__(self, n: int, *, seed: int = 0, shuffle: bool = True, rank: int = 0, num_replicas: int = 1) -> None:
+        self.n, self.seed, self.shuffle, self.rank, self.num_replicas = n, seed, shuffle, rank, num_replicas
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        order = list(range(self.n))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.n).tolist()
+        per_rank = -(-self.n // self.num_replicas)
+        order += order[: per_rank * self.num_replicas - self.n]  # pad so every rank has the same count
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self):
+        offset = self.epoch * self.n
+        return iter([offset + i for i in self._order()])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.num_replicas)
 
 
 def _augment(item: dict, a: Augment, rng: np.random.Generator) -> dict:

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from mmemo import __version__
 from mmemo.config import ExtractConfig, ModelConfig, TrainConfig
 from mmemo.data import schema as S
-from mmemo.data.dataset import Augment, ClipRef, ShardDataset, collate, feature_stats, to_device
+from mmemo.data.dataset import Augment, ClipRef, EpochSampler, ShardDataset, collate, feature_stats, to_device
 from mmemo.data.labels import normalise_clip_id
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.features.audio import feature_dims
@@ -155,6 +155,26 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise MmemoError(f"{path}: not a loadable mmemo checkpoint ({str(e).splitlines()[0]})") from None
 
 
+def _init_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank): torchrun's environment, or (0, 1, 0) for a plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _truncate_history(path: Path, epoch: int) -> None:
+    """Drop metrics rows past the checkpoint's epoch (written before a kill, redone after the resume)."""
+    if path.exists():
+        h = pd.read_csv(path)
+        if (h["epoch"] > epoch).any():
+            h[h["epoch"] <= epoch].to_csv(path, index=False)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -175,8 +195,13 @@ class Trainer:
         log: Callable[[str], None] = print,
         progress: bool = True,
     ) -> None:
-        self.run_dir, self.log, self.progress = Path(run_dir), log, progress
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.rank, self.world, local = _init_distributed()
+        self.is_main = self.rank == 0
+        self.run_dir, self.progress = Path(run_dir), progress and self.rank == 0
+        self.log = log if self.is_main else (lambda s: None)  # one voice: rank 0 logs and writes
+        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         ckpt = None
         if resume:
             last = self.run_dir / "last.pt"
@@ -199,6 +224,7 @@ class Trainer:
             base = {"audio_dim": dims, "video": self.corpus.has_video, "max_seq_len": cfg.max_seq_len}
             self.model_cfg = ModelConfig.from_dict({**base, **(model_overrides or {})})
         self.model = MultiModalTransformer(self.model_cfg).to(self.device)
+        self.net = self.model  # what the training step calls: the DDP wrapper under torchrun
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.train_set = ShardDataset(
             self.train_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=True,
@@ -209,11 +235,15 @@ class Trainer:
             self.val_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=False,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
         )  # fmt: skip
-        steps = cfg.epochs * math.ceil(len(self.train_set) / cfg.batch_size)
+        per_rank = math.ceil(len(self.train_set) / self.world)
+        steps = max(5, cfg.epochs * math.ceil(per_rank / cfg.batch_size))
+        # OneCycleLR divides by (pct_start * steps - 1): keep the warm-up at least two steps long on tiny runs.
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=cfg.pct_start
+            self.opt, max_lr=cfg.lr, total_steps=steps, pct_start=max(cfg.pct_start, min(0.5, 2.0 / steps))
         )
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -math.inf, 0
+        self.train_loader: DataLoader | None = None
+        self.val_loader: DataLoader | None = None
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
@@ -221,9 +251,18 @@ class Trainer:
             self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
             self.best, self.bad_epochs = float(ckpt["best"]), int(ckpt["bad_epochs"])
             _set_rng_state(ckpt["rng"])
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            self._write_config()
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Unused parameters happen: a batch without video leaves the frame encoder out of the graph.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if ckpt is None:
+                self._write_config()
+            else:
+                _truncate_history(self.run_dir / "metrics.csv", self.epoch)
 
     # --------------------------------------------------------------------------------------------- bookkeeping
     def _write_config(self) -> None:
@@ -261,11 +300,14 @@ class Trainer:
         }
 
     def _loader(self, dataset: ShardDataset, shuffle: bool) -> DataLoader:
-        g = torch.Generator().manual_seed(self.cfg.seed * 1000 + self.epoch)
+        """A DataLoader whose workers (spawned, so no HDF5 handle or thread crosses a fork) live for the run."""
+        sampler = EpochSampler(len(dataset), seed=self.cfg.seed, shuffle=shuffle, rank=self.rank,
+                               num_replicas=self.world)  # fmt: skip
+        workers = self.cfg.workers
         return DataLoader(
-            dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, num_workers=self.cfg.workers,
-            collate_fn=collate, generator=g, persistent_workers=False,
-            multiprocessing_context="spawn" if self.cfg.workers > 0 else None,
+            dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+            persistent_workers=workers > 0, multiprocessing_context="spawn" if workers > 0 else None,
+            pin_memory=self.device.type == "cuda",
         )  # fmt: skip
 
     def _autocast(self):
@@ -276,9 +318,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ the loop
     def train_epoch(self) -> float:
         self.model.train()
-        self.train_set.set_epoch(self.epoch)
+        if self.train_loader is None:
+            self.train_loader = self._loader(self.train_set, shuffle=True)
+        self.train_loader.sampler.set_epoch(self.epoch)
         total, n = 0.0, 0
-        batches = self._loader(self.train_set, shuffle=True)
+        batches = self.train_loader
         from tqdm import tqdm
 
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=not self.progress,
@@ -286,7 +330,7 @@ class Trainer:
         for batch in bar:
             b = to_device(batch, self.device)
             with self._autocast():
-                pred = self.model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
+                pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
             loss = loss_fn(pred.float(), b["labels"], b["label_mask"], self.cfg)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -299,6 +343,12 @@ class Trainer:
             total += loss.item() * len(batch["clip"])
             n += len(batch["clip"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
+        if self.world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([total, float(n)], dtype=torch.float64)
+            dist.all_reduce(t)
+            total, n = float(t[0]), int(t[1])
         return total / max(n, 1)
 
     @torch.no_grad()
@@ -307,10 +357,16 @@ class Trainer:
         self.model.eval()
         out = {
             ci: {"pred": np.zeros((c.n_frames, 2), np.float32), "labels": np.zeros((c.n_frames, 2), np.float32),
-                 "mask": np.zeros(c.n_frames, bool)}
+                 "mask": np.zeros(c.n_frames, bool), "covered": np.zeros(c.n_frames, bool)}
             for ci, c in enumerate(dataset.clips)
         }  # fmt: skip
-        for batch in self._loader(dataset, shuffle=False):
+        if dataset is self.val_set:
+            if self.val_loader is None:
+                self.val_loader = self._loader(dataset, shuffle=False)
+            loader = self.val_loader
+        else:
+            loader = self._loader(dataset, shuffle=False)
+        for batch in loader:
             b = to_device(batch, self.device)
             with self._autocast():
                 pred = self.model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
@@ -321,6 +377,17 @@ class Trainer:
                 out[ci]["pred"][s0 : s0 + n] = pred[i, :n]
                 out[ci]["labels"][s0 : s0 + n] = batch["labels"][i, :n].numpy()
                 out[ci]["mask"][s0 : s0 + n] = batch["label_mask"][i, :n].numpy()
+                out[ci]["covered"][s0 : s0 + n] = True
+        if self.world > 1:  # each rank predicted its share of the windows: put the clips back together
+            import torch.distributed as dist
+
+            parts: list = [None] * self.world
+            dist.all_gather_object(parts, out)
+            for part in parts:
+                for ci, v in part.items():
+                    c = v["covered"]
+                    for k in ("pred", "labels", "mask", "covered"):
+                        out[ci][k][c] = v[k][c]
         return out
 
     def validate(self) -> tuple[float, dict[str, float], dict]:
@@ -345,6 +412,7 @@ class Trainer:
             f"{self.device}"
         )
         last = self.cfg.epochs if stop_after is None else min(stop_after, self.cfg.epochs)
+        first = True
         while self.epoch < last and self.bad_epochs < self.cfg.patience:
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
@@ -358,17 +426,35 @@ class Trainer:
                 self.bad_epochs += 1
             row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss, "mean_ccc": score,
                    **metrics, "lr": self.sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}  # fmt: skip
-            header = not history_path.exists()
-            pd.DataFrame([row]).to_csv(history_path, mode="a", header=header, index=False)
-            ckpt = self.checkpoint()
-            _atomic_save(ckpt, self.run_dir / "last.pt")
-            if improved:
-                _atomic_save(ckpt, self.run_dir / "best.pt")
-            self.log(format_row(row, header=self.epoch == 1, best=improved))
-            self._plots(pd.read_csv(history_path), preds)
+            ckpt = self.checkpoint() if self.is_main else None
+            if self.is_main:
+                header = not history_path.exists()
+                pd.DataFrame([row]).to_csv(history_path, mode="a", header=header, index=False)
+                _atomic_save(ckpt, self.run_dir / "last.pt")
+                if improved:
+                    _atomic_save(ckpt, self.run_dir / "best.pt")
+                self.log(format_row(row, header=header or first, best=improved))
+                self._plots(pd.read_csv(history_path), preds)
+            first = False
+            self._barrier()
         if self.bad_epochs >= self.cfg.patience:
             self.log(f"early stop: no better validation mean CCC for {self.cfg.patience} epochs (best {self.best:.3f})")
-        return pd.read_csv(history_path)
+        return pd.read_csv(history_path) if history_path.exists() else pd.DataFrame()
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        """Shut the DataLoader workers and, under torchrun, the process group down."""
+        self.train_loader = self.val_loader = None
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
     def _plots(self, history: pd.DataFrame, preds: dict) -> None:
         from mmemo.pipeline.plots import learning_curves, traces
