@@ -301,7 +301,7 @@ def inspect(features_dir: Path) -> None:
 @click.option(
     "--epochs",
     type=click.IntRange(0, None),
-    default=25,
+    default=40,
     show_default=True,
     help="Training epochs after extraction (0: extract only).",
 )

@@ -133,7 +133,7 @@ def run_demo(out: str | os.PathLike, *, n_clips: int = 12, jobs: int = 1, log: C
     return extract_corpus(corpus, out / "features", ExtractConfig(), jobs=jobs, log=log)
 
 
-def train_demo(out: str | os.PathLike, *, epochs: int = 25, log: Callable[[str], None] = print, progress: bool = True):
+def train_demo(out: str | os.PathLike, *, epochs: int = 40, log: Callable[[str], None] = print, progress: bool = True):
     """Train the demo model on ``out/features`` into ``out/run``, holding out whole speakers for validation.
 
     Returns the metrics row of the best epoch (its ``valence_ccc`` and ``arousal_ccc`` are on held-out clips).
