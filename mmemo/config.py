@@ -17,8 +17,22 @@ def _default_features() -> tuple[str, ...]:
     return default_feature_names()
 
 
+class _Serialisable:
+    """to_dict / from_dict for the frozen config dataclasses (tuples travel as lists, unknown keys refused)."""
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} key(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(_Serialisable):
     """What `mmemo extract` computes. Everything here changes the arrays, so all of it is hashed.
 
     The time grid is fixed by ``fps`` and ``sample_rate``: frame ``t`` covers ``[t/fps, (t+1)/fps)`` and the
@@ -79,22 +93,6 @@ class ExtractConfig:
         """Audio samples per video frame (640 at 16 kHz and 25 fps)."""
         return self.sample_rate // self.fps
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["features"] = list(self.features)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ExtractConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown extract config key(s): {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "features" in d:
-            d["features"] = tuple(d["features"])
-        return cls(**d)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
@@ -104,7 +102,7 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Serialisable):
     """Sizes of the MultiModalTransformer (saved in every checkpoint; the model is rebuilt from it alone).
 
     The frame encoder sees frames average-pooled from the stored size to ``video_size`` (56 = 224 / 4): valence
@@ -134,24 +132,12 @@ class ModelConfig:
             raise ConfigError(f"dropout {self.dropout} / modality_dropout {self.modality_dropout} not in [0, 1)")
         object.__setattr__(self, "cnn_channels", tuple(self.cnn_channels))
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["cnn_channels"] = list(self.cnn_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
 
 LOSSES = ("ccc", "mse", "mix")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Serialisable):
     """How `mmemo train` trains (saved in RUN_DIR/config.json and in every checkpoint)."""
 
     epochs: int = 30
@@ -178,13 +164,3 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "max_seq_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown train config key(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
