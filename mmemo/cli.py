@@ -246,6 +246,77 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 
 
 @main.command()
+@click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run directory of `mmemo train` (its best.pt holds the model and the feature configuration).",
+)
+@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    type=click.Path(path_type=Path),
+    help="Output file (one clip) or directory (one file per clip). Default: standard output.",
+)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--plot", type=click.Path(path_type=Path), help="PNG of valence and arousal over time (one clip).")
+def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path | None, fmt: str,
+            plot: Path | None) -> None:  # fmt: skip
+    """Valence and arousal, 25 rows per second, for each CLIP (a media file or a directory of them).
+
+    Exit code 1 when any clip failed (the others are still predicted and written).
+    """
+    from mmemo.pipeline.corpus import discover
+    from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
+
+    sources = []
+    for c in clips:
+        if c.is_dir():
+            sources += [(s.path, s.audio_path, s.clip_id) for s in discover(c).clips]
+        else:
+            sources.append((c, None, c.stem))
+    if len(sources) > 1 and (out is None or out.suffix):
+        raise click.UsageError(f"{len(sources)} clips: give --out DIRECTORY for their {fmt.upper()} files")
+    if plot is not None and len(sources) > 1 and plot.suffix:
+        raise click.UsageError("--plot FILE.png is for one clip; give a directory to get one PNG per clip")
+    try:
+        run = load_run(run_dir, checkpoint)
+    except MmemoError as e:
+        raise _fail(e) from None
+    failed = 0
+    for path, audio_path, name in sources:
+        try:
+            pred = predict_clip(run, path, audio_path)
+        except MmemoError as e:
+            click.echo(f"error: {e}", err=True)
+            failed += 1
+            continue
+        text = format_prediction(pred, fmt)
+        if out is None:
+            click.echo(text, nl=False)
+        else:
+            target = out if len(sources) == 1 and out.suffix else out / f"{name}.{fmt}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        if plot is not None:
+            png = plot if plot.suffix else plot / f"{name}.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
+            plot_prediction(pred, png)
+        s = pred.summary()
+        click.echo(
+            f"{path}: {s['frames']} frames; valence {s['valence_mean']:+.3f} +- {s['valence_std']:.3f}, "
+            f"arousal {s['arousal_mean']:+.3f} +- {s['arousal_std']:.3f}",
+            err=True,
+        )
+    if failed:
+        raise click.ClickException(f"{failed} of {len(sources)} clip(s) failed")
+
+
+@main.command()
 def features() -> None:
     """List the registered audio features (name, dimension, description)."""
     from mmemo.config import ExtractConfig

@@ -73,7 +73,7 @@ def feature_stats(clips: list[ClipRef], names: list[str]) -> tuple[np.ndarray, n
     return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
-def _pool(frames: np.ndarray, size: int) -> np.ndarray:
+def pool_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """(n, S, S, 3) uint8 -> (n, size, size, 3) uint8 by block averaging (S a multiple of size) or area resizing."""
     n, s = frames.shape[0], frames.shape[1]
     if s == size:
@@ -165,7 +165,7 @@ class ShardDataset(Dataset):
             item["audio_mask"] = np.zeros(L, bool)
         s = self.video_size
         if self.use_video and S.VIDEO in h5:
-            item["frames"] = _pool(read_frames(h5, start, stop), s)
+            item["frames"] = pool_frames(read_frames(h5, start, stop), s)
             item["video_mask"] = h5[S.VIDEO_MASK][start:stop]
         else:
             item["frames"] = np.zeros((L, s, s, 3), np.uint8)

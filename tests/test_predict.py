@@ -1,0 +1,118 @@
+"""`mmemo predict`: the same numbers as the extracted shard (no skew), smooth stitching of long clips,
+one-modality clips, broken clips, output formats."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mmemo.cli import main
+from mmemo.config import ExtractConfig, TrainConfig
+from mmemo.data.dataset import pool_frames
+from mmemo.data.shards import read_clip
+from mmemo.demo import make_demo_corpus
+from mmemo.features.clip import ClipArrays
+from mmemo.pipeline.extract import extract_corpus
+from mmemo.pipeline.predict import infer, load_run, model_inputs, predict_clip, window_starts
+from mmemo.pipeline.train import Trainer
+from mmemo.synth import tone, write_media
+
+SMALL = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for 2 epochs with 40-row windows on 6 demo clips of 6 s (150 rows: 4+ windows)."""
+    root = tmp_path_factory.mktemp("predict")
+    make_demo_corpus(root / "corpus", n_clips=6, seconds=6.0)
+    extract_corpus(root / "corpus", root / "features", ExtractConfig(), jobs=1, progress=False, log=lambda s: None)
+    cfg = TrainConfig(epochs=2, batch_size=4, workers=0, max_seq_len=40)
+    Trainer(root / "features", root / "run", cfg, SMALL, log=lambda s: None, progress=False).fit()
+    return root
+
+
+def test_window_starts_cover_with_half_overlap():
+    """150 rows in windows of 40: starts 0, 20, ..., 100 and a last one ending at 150."""
+    assert window_starts(150, 40) == [0, 20, 40, 60, 80, 100, 110]
+    assert window_starts(30, 40) == [0]
+
+
+def test_predict_equals_the_shard_path(trained):
+    """predict_clip on the media file == the model on the arrays read back from the clip's shard."""
+    run = load_run(trained / "run")
+    pred = predict_clip(run, trained / "corpus/speaker1/clip01.mp4")
+    clip = read_clip(trained / "features/shards/speaker1/clip01.h5")
+    x = np.concatenate([clip.features[k] for k in run.feature_names], axis=1)
+    audio = ((x - run.mean) / run.std).astype(np.float32)
+    frames = pool_frames(clip.frames, run.model_cfg.video_size)
+    y = infer(run, audio, frames, clip.audio_mask, clip.video_mask)
+    np.testing.assert_array_equal(pred.table[["valence", "arousal"]].to_numpy(), y)
+    assert len(pred.table) == clip.n_frames == 150
+    np.testing.assert_allclose(pred.table["time"], np.arange(150) / 25)
+
+
+def test_stitching_has_no_jumps_at_window_borders(trained):
+    """Steps between consecutive rows at window borders are no larger than the model's own row-to-row steps."""
+    run = load_run(trained / "run")
+    y = predict_clip(run, trained / "corpus/speaker0/clip00.mp4").table[["valence", "arousal"]].to_numpy()
+    steps = np.abs(np.diff(y, axis=0))  # step i is between rows i and i + 1
+    borders = sorted({s - 1 for s in window_starts(len(y), 40)[1:]} | {s + 39 for s in window_starts(len(y), 40)})
+    borders = [b for b in borders if 0 <= b < len(steps)]
+    inside = np.delete(steps, borders, axis=0)
+    assert steps[borders].max() <= np.percentile(inside, 99) * 1.5
+
+
+def test_one_modality_clips(trained, tmp_path):
+    """An audio-only WAV and a silent video both get finite predictions on the 25 fps grid."""
+    run = load_run(trained / "run")
+    write_media(tmp_path / "voice.wav", audio=tone(220, 2.0)[None])
+    rng = np.random.default_rng(0)
+    write_media(tmp_path / "face.mp4", frames=rng.integers(0, 255, (30, 64, 64, 3), dtype=np.uint8), fps=25)
+    for name, rows in (("voice.wav", 50), ("face.mp4", 30)):
+        t = predict_clip(run, tmp_path / name).table
+        assert len(t) == rows and np.isfinite(t[["valence", "arousal"]].to_numpy()).all()
+
+
+def test_cli_writes_files_and_survives_a_broken_clip(trained, tmp_path):
+    """A directory with a broken file: the good clips are written, one error line, exit 1."""
+    d = tmp_path / "clips"
+    d.mkdir()
+    for k in (0, 1):
+        (d / f"c{k}.mp4").write_bytes((trained / f"corpus/speaker{k}/clip0{k}.mp4").read_bytes())
+    (d / "broken.mp4").write_bytes(b"\x00" * 64)
+    r = CliRunner().invoke(main, ["predict", str(d), "--run", str(trained / "run"), "--out", str(tmp_path / "o"),
+                                  "--format", "json", "--plot", str(tmp_path / "png")])  # fmt: skip
+    assert r.exit_code == 1
+    assert [line for line in r.stderr.splitlines() if line.startswith("error: ")][0].count("broken.mp4") == 1
+    assert "1 of 3 clip(s) failed" in r.output
+    doc = json.loads((tmp_path / "o" / "c0.json").read_text())
+    assert doc["summary"]["frames"] == 150 and len(doc["frames"]) == 150 and set(doc["frames"][0]) == {
+        "time", "valence", "arousal"}  # fmt: skip
+    assert (tmp_path / "png" / "c1.png").exists() and not (tmp_path / "o" / "broken.json").exists()
+
+
+def test_cli_single_clip_csv_to_stdout(trained):
+    """One clip without --out: CSV on stdout, the summary on stderr."""
+    r = CliRunner().invoke(
+        main, ["predict", str(trained / "corpus/speaker2/clip02.mp4"), "--run", str(trained / "run")]
+    )
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert lines[0] == "time,valence,arousal" and len(lines) == 151 and lines[1].startswith("0.0,")
+    assert "150 frames; valence" in r.stderr
+
+
+def test_prediction_inputs_follow_the_run(trained):
+    """The run's feature order and statistics shape the inputs: (T, 91) standardised audio, 28-px frames."""
+    run = load_run(trained / "run")
+    from mmemo.features.clip import featurise_in_memory
+
+    arrays: ClipArrays = featurise_in_memory(trained / "corpus/speaker0/clip00.mp4", run.extract_cfg)
+    audio, frames, am, vm = model_inputs(run, arrays)
+    assert audio.shape == (150, 91) and frames.shape == (150, 28, 28, 3) and am.all() and vm.all()
+    assert run.feature_names[:2] == ["logmel", "rms"]  # 64 log-mel columns, then RMS in column 64
+    expected = (arrays.features["rms"][:, 0] - run.mean[64]) / run.std[64]
+    np.testing.assert_allclose(audio[:, 64], expected, rtol=1e-5)
