@@ -383,7 +383,7 @@ def demo(out_dir: Path, clips: int, jobs: int | None, epochs: int, quiet: bool) 
     In the demo corpus valence is carried only by the picture (a face's colour and smile) and arousal only by
     the sound (a voice's loudness, pitch and pace): good validation CCC on both needs both modalities.
     """
-    from mmemo.demo import run_demo, train_demo
+    from mmemo.demo import predict_unseen, run_demo, train_demo
     from mmemo.pipeline.inspect import format_inventory, inventory
 
     try:
@@ -399,6 +399,13 @@ def demo(out_dir: Path, clips: int, jobs: int | None, epochs: int, quiet: bool) 
                 f"held-out validation CCC at the best epoch ({int(best['epoch'])}): valence {best['valence_ccc']:.3f}, "
                 f"arousal {best['arousal_ccc']:.3f} (clips {', '.join(c.clip_id for c in trainer.val_clips)}); "
                 f"run in {trainer.run_dir}"
+            )
+            u = predict_unseen(out_dir)
+            click.echo(
+                f"predicted an unseen {u['frames'] / 25:.0f}-s clip {u['clip']}: {u['csv']}, plot {u['png']}; "
+                f"against its labels: valence CCC {u['valence_ccc']:.3f} (mean {u['valence_mean'][0]:+.2f} predicted, "
+                f"{u['valence_mean'][1]:+.2f} labelled), arousal CCC {u['arousal_ccc']:.3f} (mean "
+                f"{u['arousal_mean'][0]:+.2f} predicted, {u['arousal_mean'][1]:+.2f} labelled)"
             )
     except MmemoError as e:
         raise _fail(e) from None

@@ -146,3 +146,32 @@ def train_demo(out: str | os.PathLike, *, epochs: int = 40, log: Callable[[str],
     trainer = Trainer(out / "features", out / "run", cfg, DEMO_MODEL, log=log, progress=progress)
     history = trainer.fit()
     return history.loc[history["mean_ccc"].idxmax()], trainer
+
+
+def predict_unseen(out: str | os.PathLike, seconds: float = 12.0) -> dict:
+    """Make a clip the model never saw (another seed, twice as long as the training clips), predict it with the
+    demo run's best checkpoint, write ``out/unseen.csv`` and ``out/unseen.png``, and score it against its labels."""
+    from mmemo.data.labels import align, read_labels
+    from mmemo.pipeline.metrics import ccc
+    from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
+
+    out = Path(out)
+    corpus = make_demo_corpus(out / "unseen", n_clips=1, seconds=seconds, seed=99)
+    clip = corpus / "speaker0" / "clip00.mp4"
+    pred = predict_clip(load_run(out / "run"), clip)
+    (out / "unseen.csv").write_text(format_prediction(pred, "csv"))
+    plot_prediction(pred, out / "unseen.png")
+    table = read_labels(corpus / "labels.csv")
+    truth = align(table.for_clip("speaker0/clip00"), table.kind, len(pred.table), FPS)
+    m = truth.mask
+    return {
+        "clip": clip,
+        "frames": len(pred.table),
+        "csv": out / "unseen.csv",
+        "png": out / "unseen.png",
+        **{f"{d}_ccc": ccc(pred.table[d].to_numpy()[m], getattr(truth, d)[m]) for d in ("valence", "arousal")},
+        **{
+            f"{d}_mean": (float(pred.table[d].mean()), float(np.mean(getattr(truth, d)[m])))
+            for d in ("valence", "arousal")
+        },
+    }

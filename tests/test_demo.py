@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from click.testing import CliRunner
 
 from mmemo.cli import main
@@ -58,3 +59,5 @@ def test_the_full_demo_learns_both_modalities(tmp_path):
     assert valence > 0.65 and arousal > 0.6, line
     for name in ("best.pt", "last.pt", "metrics.csv", "learning_curves.png", "val_traces.png"):
         assert (tmp_path / "run" / name).exists()
+    assert "predicted an unseen 12-s clip" in result.output
+    assert len(pd.read_csv(tmp_path / "unseen.csv")) == 300 and (tmp_path / "unseen.png").exists()
