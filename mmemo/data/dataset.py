@@ -75,16 +75,13 @@ def feature_stats(clips: list[ClipRef], names: list[str]) -> tuple[np.ndarray, n
 
 def pool_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """(n, S, S, 3) uint8 -> (n, size, size, 3) uint8 by block averaging (S a multiple of size) or area resizing."""
-    n, s = frames.shape[0], frames.shape[1]
-    if s == size:
+    if frames.shape[1] == size:
         return frames
-    if s % size == 0:
-        k = s // size
-        x = frames.reshape(n, size, k, size, k, 3).mean(axis=(2, 4), dtype=np.float32)
-        return np.rint(x).astype(np.uint8)
-    t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    # torch's pooling is ~3x faster than a numpy reshape-mean and gives the same bytes (area = block mean
+    # when the sizes divide)
+    t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="area")
-    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 class ShardDataset(Dataset):
@@ -178,7 +175,8 @@ class ShardDataset(Dataset):
         item["labels"] = np.nan_to_num(y, nan=0.0).astype(np.float32)
         item["label_mask"] = m & np.isfinite(y).all(axis=1)
         if self.augment is not None:
-            item = _augment(item, self.augment, np.random.default_rng([self.seed, epoch, index % len(self), 1]))
+            rng = np.random.default_rng([self.seed, epoch, index % len(self), 1])
+            item = _augment(item, self.augment, rng, self.max_len)
         return item
 
 
@@ -213,7 +211,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return -(-self.n // self.num_replicas)
 
 
-def _augment(item: dict, a: Augment, rng: np.random.Generator) -> dict:
+def _augment(item: dict, a: Augment, rng: np.random.Generator, max_len: int) -> dict:
     """Augment one training window in place of its arrays (same geometry for every frame of the window)."""
     frames = item["frames"]
     if item["video_mask"].any():
@@ -247,7 +245,7 @@ def _augment(item: dict, a: Augment, rng: np.random.Generator) -> dict:
             x += rng.normal(0, a.noise, x.shape).astype(np.float32)
     item["audio"] = x
     if a.stretch > 0 and L > 1:
-        item = _stretch(item, rng.uniform(1 - a.stretch, 1 + a.stretch))
+        item = _stretch(item, rng.uniform(1 - a.stretch, 1 + a.stretch), max_len)
     return item
 
 
@@ -257,11 +255,14 @@ def _pool_to(frames: np.ndarray, size: int) -> np.ndarray:
     return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def _stretch(item: dict, factor: float) -> dict:
-    """Play the window ``factor`` times slower: every stream is resampled on one new time axis together."""
+def _stretch(item: dict, factor: float, max_len: int) -> dict:
+    """Play the window ``factor`` times slower: every stream is resampled on one new time axis together.
+
+    A stretched window is cut back to ``max_len`` rows so that batches never outgrow the configured length.
+    """
     L = len(item["audio"])
-    n = max(2, int(round(L * factor)))
-    src = np.linspace(0, L - 1, n)
+    n = min(max_len, max(2, int(round(L * factor))))
+    src = np.minimum(np.arange(n) / factor, L - 1)  # source position of each new row; a cut keeps the start
     near = np.rint(src).astype(int)
     lo = np.floor(src).astype(int)
     hi = np.minimum(lo + 1, L - 1)

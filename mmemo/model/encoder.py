@@ -20,10 +20,10 @@ class TransformerEncoder(nn.Module):
     and attention ignores masked keys, so padded positions cannot change real ones.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.1, ff_mult: int = 4) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1, ff_mult: int = 4, attn_dropout: float = 0.0) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, dropout)
+        self.attn = MultiHeadAttention(dim, heads, attn_dropout)
         self.ff = FeedForward(dim, ff_mult, dropout)
         self.drop = nn.Dropout(dropout)
 
@@ -36,10 +36,10 @@ class TransformerEncoder(nn.Module):
 class CrossModalAttention(nn.Module):
     """x attends to the other modality y: x + CrossAttention(LN(x), LN(y)), then x + FFN(LN(x))."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.1, ff_mult: int = 4) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1, ff_mult: int = 4, attn_dropout: float = 0.0) -> None:
         super().__init__()
         self.norm_q, self.norm_kv, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, dropout)
+        self.attn = MultiHeadAttention(dim, heads, attn_dropout)
         self.ff = FeedForward(dim, ff_mult, dropout)
         self.drop = nn.Dropout(dropout)
 

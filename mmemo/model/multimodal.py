@@ -86,16 +86,18 @@ class MultiModalTransformer(nn.Module):
         self.audio_in = nn.Sequential(nn.Linear(cfg.audio_dim, H), nn.LayerNorm(H)) if cfg.audio_dim > 0 else None
         self.frame_encoder = FrameEncoder(cfg.cnn_channels, H) if cfg.video else None
         self.audio_enc = nn.ModuleList(
-            TransformerEncoder(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.layers)
+            TransformerEncoder(H, cfg.heads, cfg.dropout, cfg.ff_mult, cfg.attention_dropout) for _ in range(cfg.layers)
         )
         self.video_enc = nn.ModuleList(
-            TransformerEncoder(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.layers)
+            TransformerEncoder(H, cfg.heads, cfg.dropout, cfg.ff_mult, cfg.attention_dropout) for _ in range(cfg.layers)
         )
         self.audio_from_video = nn.ModuleList(
-            CrossModalAttention(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.cross_layers)
+            CrossModalAttention(H, cfg.heads, cfg.dropout, cfg.ff_mult, cfg.attention_dropout)
+            for _ in range(cfg.cross_layers)
         )
         self.video_from_audio = nn.ModuleList(
-            CrossModalAttention(H, cfg.heads, cfg.dropout, cfg.ff_mult) for _ in range(cfg.cross_layers)
+            CrossModalAttention(H, cfg.heads, cfg.dropout, cfg.ff_mult, cfg.attention_dropout)
+            for _ in range(cfg.cross_layers)
         )
         self.fuse = nn.Linear(2 * H, H)
         self.fuse_norm = MaskedBatchNorm(H)
