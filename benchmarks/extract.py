@@ -32,6 +32,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from common import cpu_model
 
 from mmemo.data.schema import FRAME_CHUNK
 from mmemo.data.schema import FRAMES as S_FRAMES
@@ -464,14 +465,7 @@ def machine() -> dict[str, str]:
 
     import mmemo
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     ff = run(["ffmpeg", "-version"]).stdout.splitlines()[0].split()
     return {
         "cpu": f"{cpu}, {os.cpu_count()} cores",

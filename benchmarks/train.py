@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import cpu_model
+
 MIB = 2**20
 RESULT = "RESULT "  # prefix of the one stdout line a child process answers with
 RECIPE = {"n_clips": 8, "seconds": 60, "seed": 0, "jobs": 2}  # the corpus; a change rebuilds it
@@ -62,14 +64,7 @@ def machine() -> dict[str, str]:
 
     import mmemo
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": f"{cpu}, {os.cpu_count()} cores",
@@ -224,25 +219,8 @@ def measure_loader(features: Path, run_dir: Path, workers: int, passes: int) -> 
 
 
 def train_step(trainer, batch: dict) -> float:
-    """One step exactly as ``Trainer.train_epoch`` takes it; returns the loss (``.item()`` also syncs a GPU)."""
-    import torch
-
-    from mmemo.data.dataset import to_device
-    from mmemo.pipeline.train import loss_fn
-
-    b = to_device(batch, trainer.device)
-    with trainer._autocast():
-        pred = trainer.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
-    loss = loss_fn(pred.float(), b["labels"], b["label_mask"], trainer.cfg)
-    trainer.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if trainer.cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.cfg.grad_clip)
-    trainer.opt.step()
-    if trainer.step < trainer.sched.total_steps:
-        trainer.sched.step()
-    trainer.step += 1
-    return loss.item()
+    """One step exactly as training takes it (``Trainer.train_step``); ``.item()`` also syncs a GPU."""
+    return trainer.train_step(batch).item()
 
 
 def measure_step(features: Path, run_dir: Path, model: str, batch_size: int, steps: int, warmup: int) -> dict:

@@ -316,6 +316,22 @@ class Trainer:
         return torch.autocast("cpu", enabled=False)
 
     # ------------------------------------------------------------------------------------------------ the loop
+    def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One optimisation step on a collated batch: forward, loss, backward, clipping, AdamW, OneCycle."""
+        b = to_device(batch, self.device)
+        with self._autocast():
+            pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
+        loss = loss_fn(pred.float(), b["labels"], b["label_mask"], self.cfg)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        if self.step < self.sched.total_steps:
+            self.sched.step()
+        self.step += 1
+        return loss.detach()
+
     def train_epoch(self) -> float:
         self.model.train()
         if self.train_loader is None:
@@ -328,18 +344,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=not self.progress,
                    file=sys.stderr)  # fmt: skip
         for batch in bar:
-            b = to_device(batch, self.device)
-            with self._autocast():
-                pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
-            loss = loss_fn(pred.float(), b["labels"], b["label_mask"], self.cfg)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.opt.step()
-            if self.step < self.sched.total_steps:
-                self.sched.step()
-            self.step += 1
+            loss = self.train_step(batch)
             total += loss.item() * len(batch["clip"])
             n += len(batch["clip"])
             bar.set_postfix(loss=f"{loss.item():.4f}")
