@@ -317,6 +317,44 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
 
 
 @main.command()
+@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run directory of `mmemo train`.",
+)
+@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where metrics.json, clips.csv and the plots go. Default: RUN_DIR/eval-<FEATURES_DIR name>.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
+def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path | None, as_json: bool) -> None:
+    """Score a trained run on the labelled clips of FEATURES_DIR: CCC (pooled and per clip), PCC, RMSE, MAE."""
+    from mmemo.pipeline.evaluate import evaluate_features, format_table, write_evaluation
+    from mmemo.pipeline.predict import load_run
+
+    try:
+        run = load_run(run_dir, checkpoint)
+        ev = evaluate_features(run, features_dir)
+    except MmemoError as e:
+        raise _fail(e) from None
+    out = write_evaluation(ev, out_dir or run_dir / f"eval-{features_dir.resolve().name}", run_dir, features_dir)
+    if as_json:
+        click.echo((out / "metrics.json").read_text(), nl=False)
+    else:
+        n = int(sum(r.mask.sum() for r in ev.results))
+        click.echo(f"{len(ev.results)} clips, {n} labelled frames ({n / ev.fps:.1f} s)")
+        click.echo(format_table(ev.metrics))
+    _err(f"metrics.json, clips.csv, scatter.png, traces.png in {out}")
+
+
+@main.command()
 def features() -> None:
     """List the registered audio features (name, dimension, description)."""
     from mmemo.config import ExtractConfig

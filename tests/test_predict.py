@@ -116,3 +116,53 @@ def test_prediction_inputs_follow_the_run(trained):
     assert run.feature_names[:2] == ["logmel", "rms"]  # 64 log-mel columns, then RMS in column 64
     expected = (arrays.features["rms"][:, 0] - run.mean[64]) / run.std[64]
     np.testing.assert_allclose(audio[:, 64], expected, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+def test_evaluate_scores_what_predict_gives(trained):
+    """Each clip's predictions in `evaluate` are predict's on the media file, bit for bit, and the pooled CCC is
+    Lin's formula on exactly those labelled frames."""
+    from mmemo.pipeline.evaluate import evaluate_features
+
+    run = load_run(trained / "run")
+    ev = evaluate_features(run, trained / "features")
+    assert len(ev.results) == 6
+    r = ev.results[-1]
+    pred = predict_clip(run, trained / f"corpus/{r.clip}.mp4").table[["valence", "arousal"]].to_numpy()
+    np.testing.assert_array_equal(r.pred, pred)
+    p = np.concatenate([x.pred[x.mask, 1] for x in ev.results]).astype(np.float64)
+    t = np.concatenate([x.truth[x.mask, 1] for x in ev.results]).astype(np.float64)
+    by_hand = 2 * np.mean((p - p.mean()) * (t - t.mean())) / (p.var() + t.var() + (p.mean() - t.mean()) ** 2)
+    assert ev.metrics["arousal"]["ccc"] == pytest.approx(by_hand, abs=1e-12)
+    assert ev.metrics["arousal"]["rmse"] == pytest.approx(np.sqrt(np.mean((p - t) ** 2)), abs=1e-12)
+    assert int(ev.clips["labelled"].sum()) == len(p) == sum(int(x.mask.sum()) for x in ev.results)
+
+
+def test_evaluate_cli_writes_table_json_csv_and_plots(trained, tmp_path):
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(main, ["evaluate", str(trained / "features"), "--run", str(trained / "run"),
+                                  "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("6 clips, ") and "CCC/clip" in lines[1]
+    assert lines[2].split()[0] == "valence" and lines[3].split()[0] == "arousal" and len(lines[2].split()) == 6
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["clips"] == 6 and set(doc["metrics"]) == {"valence", "arousal"}
+    assert set(doc["metrics"]["valence"]) == {"ccc", "ccc_clip", "pcc", "rmse", "mae"}
+    import pandas as pd
+
+    clips = pd.read_csv(out / "clips.csv")
+    assert len(clips) == 6 and {"clip", "labelled", "valence_ccc", "arousal_mae"} <= set(clips.columns)
+    assert (out / "scatter.png").stat().st_size > 1000 and (out / "traces.png").stat().st_size > 1000
+    r = CliRunner().invoke(main, ["evaluate", str(trained / "features"), "--run", str(trained / "run"),
+                                  "--out", str(out), "--json"])  # fmt: skip
+    assert json.loads(r.stdout)["metrics"]["arousal"]["ccc"] == doc["metrics"]["arousal"]["ccc"]
+
+
+def test_evaluate_refuses_features_made_differently(trained, tmp_path):
+    """Features extracted with another mel setting than the run's: one line naming the setting."""
+    make_demo_corpus(tmp_path / "c", n_clips=2, seconds=2.0)
+    extract_corpus(tmp_path / "c", tmp_path / "f", ExtractConfig(n_mels=32, n_mfcc=13), progress=False,
+                   log=lambda s: None)  # fmt: skip
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f"), "--run", str(trained / "run")])
+    assert r.exit_code == 1 and "n_mels=32" in r.output and "n_mels=64" in r.output

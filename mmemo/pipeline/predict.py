@@ -107,14 +107,35 @@ def infer(
 def model_inputs(run: Run, arrays: ClipArrays) -> tuple:
     """(audio (T, D) standardised or None, frames (T, s, s, 3) uint8 or None, audio_mask, video_mask)."""
     media = arrays.media
+    return prepare_inputs(run, arrays.features, arrays.frames, media.audio_mask, media.video_mask)
+
+
+def prepare_inputs(
+    run: Run,
+    features: dict[str, np.ndarray] | None,
+    frames: np.ndarray | None,
+    audio_mask: np.ndarray,
+    video_mask: np.ndarray | None,
+) -> tuple:
+    """The model's inputs from a clip's arrays, wherever they come from (a decoded file, a shard, a live window).
+
+    Args:
+        features: name -> (T, D_k) raw feature rows (None or empty without audio); frames: (T, S, S, 3) uint8 or
+            None; audio_mask, video_mask: (T,) bool (video_mask None without video).
+
+    Returns:
+        (audio (T, D) standardised float32 or None, frames (T, s, s, 3) uint8 pooled to the model's video size or
+        None, audio_mask (T,), video_mask (T,) all False when the model gets no frames).
+    """
     audio = None
-    if arrays.features and run.model_cfg.audio_dim > 0:
-        x = np.concatenate([arrays.features[k] for k in run.feature_names], axis=1)
+    if features and run.model_cfg.audio_dim > 0:
+        x = np.concatenate([features[k] for k in run.feature_names], axis=1)
         audio = ((x - run.mean) / run.std).astype(np.float32)
-    frames = None
-    if arrays.frames is not None and run.model_cfg.video:
-        frames = pool_frames(arrays.frames, run.model_cfg.video_size)
-    return audio, frames, media.audio_mask, media.video_mask if frames is not None else np.zeros(media.n_frames, bool)
+    pooled = None
+    if frames is not None and run.model_cfg.video:
+        pooled = pool_frames(frames, run.model_cfg.video_size)
+    T = len(audio_mask)
+    return audio, pooled, audio_mask, video_mask if pooled is not None else np.zeros(T, bool)
 
 
 @dataclass

@@ -1,0 +1,192 @@
+"""`mmemo evaluate`: a trained run scored on the labelled clips of a features directory.
+
+Every clip goes through ``prepare_inputs`` and ``infer``, the functions ``mmemo predict`` runs on a decoded file,
+so a clip's predictions here are the very numbers ``predict`` gives for its media file (tested): what is scored is
+what a user gets. Only labelled rows are scored.
+
+Metrics per dimension (see ``mmemo.pipeline.metrics``): CCC pooled over all labelled frames of all clips, the
+mean of per-clip CCCs (clips whose labels are constant are left out of that mean: CCC needs variance), PCC, RMSE
+and MAE (pooled). Outputs, in ``--out``: ``metrics.json`` (everything, with the run, the features directory and
+the clip count), ``clips.csv`` (one row per clip: frames, labelled frames, per-dimension CCC / PCC / RMSE / MAE,
+mean prediction and mean label), ``scatter.png`` (predicted against true, a sample of frames) and
+``traces.png`` (the best and the worst clips by mean CCC over the two dimensions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmemo import __version__
+from mmemo.config import ExtractConfig
+from mmemo.data.shards import read_clip
+from mmemo.errors import MmemoError
+from mmemo.pipeline.metrics import ccc, evaluate, mae, pcc, rmse
+from mmemo.pipeline.predict import Run, infer, prepare_inputs
+from mmemo.pipeline.train import DIMS, load_corpus
+
+# Settings that change the numbers of a feature: a features directory must agree with the run on all of them.
+# (frame_codec only changes how frames are stored; the features list is checked by name.)
+_NUMERIC_KEYS = [k for k in ExtractConfig().to_dict() if k not in ("frame_codec", "features")]
+
+
+@dataclass
+class ClipResult:
+    clip: str
+    pred: np.ndarray  # (T, 2) valence, arousal
+    truth: np.ndarray  # (T, 2), NaN where unlabelled
+    mask: np.ndarray  # (T,) bool: labelled
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, dict[str, float]]  # dimension -> ccc, ccc_clip, pcc, rmse, mae
+    clips: pd.DataFrame  # one row per clip
+    results: list[ClipResult]
+    fps: int = 25
+
+    def to_json(self, run_dir: str, features_dir: str) -> dict:
+        return {
+            "run": str(run_dir),
+            "features": str(features_dir),
+            "clips": len(self.results),
+            "frames": int(sum(r.mask.sum() for r in self.results)),
+            "metrics": {d: {k: _num(v) for k, v in m.items()} for d, m in self.metrics.items()},
+            "mmemo_version": __version__,
+        }
+
+
+def _num(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 6)
+
+
+def check_compatible(run: Run, cfg: ExtractConfig, where: str) -> None:
+    """A run only makes sense on features computed the way its training features were."""
+    mine, theirs = run.extract_cfg.to_dict(), cfg.to_dict()
+    diff = [k for k in _NUMERIC_KEYS if mine[k] != theirs[k]]
+    if diff:
+        k = diff[0]
+        raise MmemoError(
+            f"{where}: extracted with {k}={theirs[k]!r} but the run was trained on {k}={mine[k]!r}; "
+            "re-extract with the run's settings (its config.json) or evaluate another run"
+        )
+    missing = [n for n in run.feature_names if n not in cfg.features]
+    if missing:
+        raise MmemoError(f"{where}: has no {', '.join(missing)} feature(s), which the run's model reads")
+
+
+def predict_shard(run: Run, shard: str | os.PathLike) -> ClipResult:
+    """The run's predictions (T, 2) for one extracted clip, with its labels."""
+    clip = read_clip(shard, frames=run.model_cfg.video)
+    y = infer(run, *prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask))
+    if clip.label_mask is None:
+        return ClipResult(clip.clip_id, y, np.full_like(y, np.nan), np.zeros(len(y), bool))
+    return ClipResult(clip.clip_id, y, np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool))
+
+
+def _mask(m: np.ndarray | None, clip) -> np.ndarray:
+    return m if m is not None else np.zeros(clip.n_frames, bool)
+
+
+def evaluate_features(run: Run, features_dir: str | os.PathLike, log=lambda s: None) -> Evaluation:
+    """Score ``run`` on every labelled, extracted clip of ``features_dir``."""
+    corpus = load_corpus(features_dir)
+    check_compatible(run, corpus.extract_cfg, str(features_dir))
+    results = []
+    for i, ref in enumerate(corpus.clips, 1):
+        results.append(predict_shard(run, ref.path))
+        log(f"[{i}/{len(corpus.clips)}] {ref.clip_id}")
+    metrics = {
+        d: evaluate([r.pred[r.mask, k] for r in results], [r.truth[r.mask, k] for r in results])
+        for k, d in enumerate(DIMS)
+    }
+    return Evaluation(metrics, _clip_table(results), results, corpus.extract_cfg.fps)
+
+
+def _clip_table(results: list[ClipResult]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        row: dict = {"clip": r.clip, "frames": len(r.pred), "labelled": int(r.mask.sum())}
+        for k, d in enumerate(DIMS):
+            p, t = r.pred[r.mask, k], r.truth[r.mask, k]
+            row |= {
+                f"{d}_ccc": ccc(p, t) if t.size > 1 and np.std(t) > 0 else np.nan,
+                f"{d}_pcc": pcc(p, t),
+                f"{d}_rmse": rmse(p, t) if t.size else np.nan,
+                f"{d}_mae": mae(p, t) if t.size else np.nan,
+                f"{d}_pred_mean": float(p.mean()) if p.size else np.nan,
+                f"{d}_true_mean": float(t.mean()) if t.size else np.nan,
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_table(metrics: dict[str, dict[str, float]]) -> str:
+    """A fixed-width table: one row per dimension, one column per metric."""
+    cols = [("ccc", "CCC"), ("ccc_clip", "CCC/clip"), ("pcc", "PCC"), ("rmse", "RMSE"), ("mae", "MAE")]
+    lines = [f"{'':8s}" + "".join(f"{name:>10s}" for _, name in cols)]
+    for d, m in metrics.items():
+        lines.append(f"{d:8s}" + "".join(f"{m[k]:10.4f}" for k, _ in cols))
+    return "\n".join(lines)
+
+
+def write_evaluation(ev: Evaluation, out_dir: str | os.PathLike, run_dir: str, features_dir: str) -> Path:
+    """metrics.json, clips.csv, scatter.png and traces.png in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(ev.to_json(run_dir, features_dir), indent=2) + "\n")
+    ev.clips.round(6).to_csv(out / "clips.csv", index=False)
+    _scatter(ev.results, out / "scatter.png")
+    _traces(ev, out / "traces.png")
+    return out
+
+
+def _scatter(results: list[ClipResult], path: Path, max_points: int = 20000) -> None:
+    from mmemo.pipeline.plots import _pyplot
+
+    plt = _pyplot()
+    p = np.concatenate([r.pred[r.mask] for r in results]) if results else np.zeros((0, 2))
+    t = np.concatenate([r.truth[r.mask] for r in results]) if results else np.zeros((0, 2))
+    if len(p) > max_points:  # a fixed sample keeps the figure light and the same from run to run
+        keep = np.random.default_rng(0).choice(len(p), max_points, replace=False)
+        p, t = p[keep], t[keep]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    for k, (ax, d) in enumerate(zip(axes, DIMS, strict=True)):
+        ax.scatter(t[:, k], p[:, k], s=3, alpha=0.3)
+        ax.plot([-1, 1], [-1, 1], color="grey", lw=0.8)
+        ax.set(xlabel=f"true {d}", ylabel=f"predicted {d}", xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), title=d)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _traces(ev: Evaluation, path: Path, n: int = 2) -> None:
+    """The ``n`` best and ``n`` worst clips by mean per-clip CCC (clips without a CCC left out)."""
+    from mmemo.pipeline.plots import _pyplot
+
+    plt = _pyplot()
+    score = ev.clips[[f"{d}_ccc" for d in DIMS]].mean(axis=1, skipna=True)
+    order = [i for i in np.argsort(score.to_numpy()) if np.isfinite(score.iloc[i])]
+    if not order:  # clip-level labels only: no per-clip CCC, show the first clips
+        order = list(range(len(ev.results)))
+    tags = {i: "worst" for i in order[:n]} | {i: "best" for i in order[::-1][:n]}
+    picks = list(dict.fromkeys(order[::-1][:n] + order[:n]))
+    fig, axes = plt.subplots(len(picks), 2, figsize=(10, 2.2 * max(1, len(picks))), squeeze=False)
+    for row, i in enumerate(picks):
+        r = ev.results[i]
+        t = np.arange(len(r.pred)) / ev.fps
+        tag = tags[i]
+        for k, d in enumerate(DIMS):
+            ax = axes[row, k]
+            ax.plot(t, np.where(r.mask, r.truth[:, k], np.nan), color="black", lw=1, label="true")
+            ax.plot(t, r.pred[:, k], color="tab:red", lw=1, label="predicted")
+            ax.set(title=f"{r.clip} ({tag}): {d}, CCC {ev.clips[f'{d}_ccc'].iloc[i]:.3f}", xlabel="s", ylim=(-1.1, 1.1))
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
