@@ -246,7 +246,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 
 
 @main.command()
-@click.argument("clips", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("clips", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--run",
     "run_dir",
@@ -264,14 +264,49 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 )
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--plot", type=click.Path(path_type=Path), help="PNG of valence and arousal over time (one clip).")
+@click.option(
+    "--stream",
+    "source",
+    metavar="SOURCE",
+    help="Predict a live source instead of clips: a file, an RTSP/HTTP URL, a capture device, or - for stdin.",
+)
+@click.option("--realtime", is_flag=True, help="--stream: read a file at its natural pace, as a camera would.")
+@click.option(
+    "--hop", type=click.FloatRange(0.04, None), default=0.5, show_default=True,
+    help="--stream: seconds of media between predictions.",
+)  # fmt: skip
+@click.option(
+    "--context", type=click.FloatRange(0.04, None), default=10.0, show_default=True,
+    help="--stream: seconds of media each prediction looks at (at most the model's max_seq_len rows).",
+)  # fmt: skip
+@click.option("--input-format", help="--stream: FFmpeg input format (v4l2, avfoundation, dshow, mpegts, ...).")
+@click.option("--input-option", multiple=True, metavar="KEY=VALUE", help="--stream: FFmpeg input option (repeatable).")
 def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path | None, fmt: str,
-            plot: Path | None) -> None:  # fmt: skip
+            plot: Path | None, source: str | None, realtime: bool, hop: float, context: float,
+            input_format: str | None, input_option: tuple[str, ...]) -> None:  # fmt: skip
     """Valence and arousal, 25 rows per second, for each CLIP (a media file or a directory of them).
 
-    Exit code 1 when any clip failed (the others are still predicted and written).
+    With --stream SOURCE: one line per hop (CSV or JSON lines) on standard output, as the source plays: media
+    time, valence, arousal and latency. When the machine cannot keep up, hops are dropped (and counted), so the
+    output never falls further and further behind. Exit code 1 when any clip failed (the others are still
+    predicted and written) or the stream broke.
     """
     from mmemo.pipeline.corpus import discover
     from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
+
+    if source is not None:
+        if clips:
+            raise click.UsageError("give CLIP... or --stream SOURCE, not both")
+        options = {}
+        for kv in input_option:
+            if "=" not in kv:
+                raise click.UsageError(f"--input-option {kv!r}: expected KEY=VALUE")
+            k, v = kv.split("=", 1)
+            options[k] = v
+        _predict_stream(run_dir, checkpoint, source, fmt, realtime, hop, context, input_format, options)
+        return
+    if not clips:
+        raise click.UsageError("give at least one CLIP, or --stream SOURCE")
 
     sources = []
     for c in clips:
@@ -314,6 +349,36 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
         )
     if failed:
         raise click.ClickException(f"{failed} of {len(sources)} clip(s) failed")
+
+
+def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realtime: bool, hop: float,
+                    context: float, input_format: str | None, options: dict) -> None:  # fmt: skip
+    import json as _json
+
+    from mmemo.pipeline.predict import load_run
+    from mmemo.pipeline.stream import stream_predict
+
+    def emit(p) -> None:
+        if fmt == "json":
+            click.echo(_json.dumps(p.as_dict()))
+        else:
+            click.echo(f"{p.time:.2f},{p.valence:.5f},{p.arousal:.5f},{p.latency_s:.4f}")
+        if p.dropped:
+            _err(f"note: the machine is behind; dropped {p.dropped} prediction(s) before {p.time:.2f} s")
+        sys.stdout.flush()
+
+    try:
+        run = load_run(run_dir, checkpoint)
+        if fmt == "csv":
+            click.echo("time,valence,arousal,latency_s")
+        stats = stream_predict(run, source, emit, hop_s=hop, context_s=context, realtime=realtime,
+                               input_format=input_format, options=options)  # fmt: skip
+    except MmemoError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        _err("stopped")
+        return
+    _err(f"{source}: {stats.summary(run.extract_cfg.fps)}")
 
 
 @main.command()

@@ -166,3 +166,107 @@ def test_evaluate_refuses_features_made_differently(trained, tmp_path):
                    log=lambda s: None)  # fmt: skip
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f"), "--run", str(trained / "run")])
     assert r.exit_code == 1 and "n_mels=32" in r.output and "n_mels=64" in r.output
+
+
+# ------------------------------------------------------------------------------------------------------ stream
+def _offline_hops(run, path, hop_s, context_rows):
+    """What a live stream of ``path`` must give: for each hop end R, the model on the window [R - context, R)
+    of the recording's own (offline) features and frames, with the rhythm computed on that window's onsets."""
+    import math
+
+    from mmemo.features.audio import context_features
+    from mmemo.features.clip import featurise_in_memory
+    from mmemo.pipeline.predict import prepare_inputs
+
+    cfg = run.extract_cfg
+    arrays = featurise_in_memory(path, cfg)
+    T = arrays.media.n_frames
+    onset = arrays.features["rhythm"][:, 0]
+    ends = sorted({min(T, math.ceil(k * hop_s * cfg.fps - 1e-9)) for k in range(1, T)})
+    out, prev = [], 0
+    for end in ends:
+        w0 = max(0, end - context_rows)
+        feats = {k: v[w0:end] for k, v in arrays.features.items()}
+        feats |= {name: x for name, _, x in context_features(onset[w0:end], cfg, ["rhythm"])}
+        frames = arrays.frames[w0:end] if arrays.frames is not None else None
+        y = infer(run, *prepare_inputs(run, feats, frames, arrays.media.audio_mask[w0:end],
+                                       arrays.media.video_mask[w0:end]))  # fmt: skip
+        out.append((end / cfg.fps, *y[max(prev, w0) - w0 :].mean(axis=0)))
+        prev = end
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name", ["speaker1/clip01.mp4", "voice.wav"])
+def test_stream_gives_the_recordings_numbers_at_hop_times(trained, tmp_path, name):
+    """A file streamed as fast as it decodes: one prediction per 0.5 s hop at media times 0.52, 1.00, 1.52, ...
+    (hop k ends at row ceil(12.5 k)), equal to the model on the offline-decoded window of the same rows."""
+    from mmemo.pipeline.stream import stream_predict
+
+    run = load_run(trained / "run")
+    if name == "voice.wav":
+        x = tone(220, 3.3)
+        write_media(tmp_path / name, audio=(x * np.linspace(0, 1, x.size, dtype=np.float32))[None])
+    path = tmp_path / name if name == "voice.wav" else trained / "corpus" / name
+    got = []
+    stats = stream_predict(run, str(path), got.append, hop_s=0.5, context_s=1.2)  # context 30 rows < 40
+    expected = _offline_hops(run, path, 0.5, 30)
+    times = [p.time for p in got]
+    np.testing.assert_allclose(times, expected[:, 0])
+    assert times[:4] == [0.52, 1.0, 1.52, 2.0] and stats.dropped == 0 and stats.predictions == len(got)
+    np.testing.assert_allclose([[p.valence, p.arousal] for p in got], expected[:, 1:], atol=1e-4)
+
+
+def test_stream_at_natural_pace_never_runs_ahead_of_the_media(trained):
+    """--realtime: a prediction for media time t is never emitted before t seconds have passed."""
+    import time
+
+    from mmemo.pipeline.stream import stream_predict
+
+    run = load_run(trained / "run")
+    t0, seen = time.monotonic(), []
+    stream_predict(run, str(trained / "corpus/speaker2/clip02.mp4"), lambda p: seen.append((p, time.monotonic() - t0)),
+                   hop_s=0.5, realtime=True)  # fmt: skip
+    assert seen[-1][0].time == 6.0 and all(0 <= p.latency_s for p, _ in seen)
+    for p, wall in seen:
+        assert wall >= p.time - 0.1, (p.time, wall)  # 0.1 s: the warm-up before the clock starts is excluded
+
+
+def test_stream_drops_hops_rather_than_falling_behind(trained):
+    """A consumer slower than the hop (0.9 s per line, hop 0.5 s) on a 6-s clip at natural pace: hops are dropped
+    and counted, the last hop is still emitted, and the stream ends about when the media does (in order, every
+    hop would take >= 12 x 0.9 = 10.8 s)."""
+    import time
+
+    from mmemo.pipeline.stream import stream_predict
+
+    run = load_run(trained / "run")
+    got = []
+
+    def slow(p):
+        got.append(p)
+        time.sleep(0.9)
+
+    t0 = time.monotonic()
+    stats = stream_predict(run, str(trained / "corpus/speaker3/clip03.mp4"), slow, hop_s=0.5, realtime=True)
+    wall = time.monotonic() - t0
+    assert stats.dropped >= 3 and stats.dropped == sum(p.dropped for p in got)
+    assert stats.predictions + stats.dropped == 12 and got[-1].time == 6.0
+    assert all(b.time > a.time for a, b in zip(got, got[1:], strict=False))
+    assert wall < 9.0, wall
+
+
+def test_stream_cli_lines_and_a_broken_source(trained, tmp_path):
+    r = CliRunner().invoke(main, ["predict", "--stream", str(trained / "corpus/speaker0/clip00.mp4"),
+                                  "--run", str(trained / "run"), "--hop", "1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "time,valence,arousal,latency_s" and len(lines) == 7
+    assert [float(x.split(",")[0]) for x in lines[1:]] == [1, 2, 3, 4, 5, 6]
+    assert "6 predictions over 6.0 s of media" in r.stderr
+    r = CliRunner().invoke(main, ["predict", "--stream", str(trained / "corpus/speaker0/clip00.mp4"),
+                                  "--run", str(trained / "run"), "--format", "json", "--hop", "2"])  # fmt: skip
+    assert [json.loads(x)["time"] for x in r.stdout.splitlines()] == [2, 4, 6]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    r = CliRunner().invoke(main, ["predict", "--stream", str(bad), "--run", str(trained / "run")])
+    assert r.exit_code == 1 and "bad.mp4" in r.output and len(r.stderr.strip().splitlines()) == 1

@@ -178,6 +178,7 @@ class AudioFeatureStream:
         self.next_row = 0
         self.prev_mel: np.ndarray | None = None
         self.onsets: list[np.ndarray] = []
+        self.onset_base = 0  # row of self.onsets' first value
         self.local = [n for n in cfg.features if not FEATURES[n].context]
         self.context = [n for n in cfg.features if FEATURES[n].context]
 
@@ -219,6 +220,38 @@ class AudioFeatureStream:
         self.buf = self.buf[keep_from - self.buf_start :]
         self.buf_start = keep_from
 
+    def advance(self, limit: int | None = None) -> int:
+        """Compute, as one block, every row (up to ``limit``) whose analysis window has fully arrived.
+
+        For live input, where rows are wanted as soon as their audio is in rather than a block at a time. Rows
+        computed this way can differ from block-computed ones in the last bits (BLAS sums a matrix of another
+        shape in another order), never more. Returns the number of rows computed so far.
+        """
+        self._join()
+        hop, end = self.cfg.hop_length, self.buf_start + self.buf.size
+        ready = (end - self.half) // hop + 1  # rows whose window [t * hop - half, t * hop + half) is in
+        if limit is not None:
+            ready = min(ready, limit)
+        if ready > self.next_row:
+            self._compute(ready - self.next_row)
+        return self.next_row
+
+    def onset_envelope(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(n,) onset strength of rows [start, stop) computed so far (the context features' input)."""
+        if not self.onsets:
+            return np.zeros(0, np.float32)
+        if start < self.onset_base:
+            raise IndexError(f"onsets from row {start} asked for, only those from {self.onset_base} are kept")
+        stop = self.next_row if stop is None else stop
+        return np.concatenate(self.onsets)[start - self.onset_base : stop - self.onset_base]
+
+    def forget_onsets_before(self, row: int) -> None:
+        """Let go of the onset envelope before ``row`` (a live stream's context window has moved past it)."""
+        cut = min(row, self.next_row) - self.onset_base
+        if cut > 0 and self.onsets:
+            self.onsets = [np.concatenate(self.onsets)[cut:]]
+            self.onset_base += cut
+
     def finish(self, n_rows: int) -> None:
         """Compute the rows still missing up to ``n_rows`` (zeros past the audio), then the context features."""
         self._join()
@@ -226,13 +259,22 @@ class AudioFeatureStream:
             self._compute(min(self.block, n_rows - self.next_row))
         if not self.context:
             return
-        onset = np.concatenate(self.onsets)[:n_rows]
-        with threadpool_limits(limits=1):
-            for name in self.context:
-                for r0 in range(0, n_rows, self.block):
-                    rows = slice(r0, min(n_rows, r0 + self.block))
-                    x = FEATURES[name].fn(onset, rows, self.cfg)
-                    self.sink(name, r0, _checked(name, x, rows.stop - rows.start, self.cfg))
+        for name, r0, x in context_features(self.onset_envelope(0, n_rows), self.cfg, self.context, self.block):
+            self.sink(name, r0, x)
+
+
+def context_features(onset: np.ndarray, cfg: ExtractConfig, names: list[str], block: int = BLOCK_ROWS):
+    """Yield (name, first row, rows (n, D)) of the context features of a clip whose onset envelope is ``onset``.
+
+    A live stream calls this on the envelope of its latest window, which it treats as a clip ending now.
+    """
+    n_rows = onset.size
+    with threadpool_limits(limits=1):
+        for name in names:
+            for r0 in range(0, n_rows, block):
+                rows = slice(r0, min(n_rows, r0 + block))
+                x = FEATURES[name].fn(onset, rows, cfg)
+                yield name, r0, _checked(name, x, rows.stop - rows.start, cfg)
 
 
 def _checked(name: str, x: np.ndarray, n: int, cfg: ExtractConfig) -> np.ndarray:

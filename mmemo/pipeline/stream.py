@@ -1,0 +1,333 @@
+"""`mmemo predict --stream`: valence and arousal of a live source, every hop, in real time.
+
+A ``LiveDecoder`` thread puts grid rows and audio samples on a queue as the source delivers them. This thread
+computes each row's local audio features as soon as its analysis window is in (``AudioFeatureStream.advance``),
+pools frames to the model's size as they come, and every ``hop`` seconds of media runs the model on the sliding
+context window of the last ``context`` seconds (at most the model's ``max_seq_len`` rows), treated exactly as a
+clip that ends now: the same feature code, the same standardisation, the same ``infer`` as ``mmemo predict``.
+Context features (rhythm) are computed on the window's onset envelope, as they would be for a clip of that length.
+
+One prediction per hop: ``time`` is the media time at the end of the hop, the values are the model's mean over
+the hop's rows, ``latency_s`` the wall time from the arrival of the hop's newest row (the moment its frame and
+audio were decoded) to the prediction.
+
+When the machine is slower than the source, predictions are skipped, never queued: after each prediction the
+loop jumps to the newest complete hop and counts (and reports) the hops it dropped, so latency stays bounded
+instead of growing with the stream's length. Features are still computed for every row (they are cheap and the
+rhythm context needs them).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmemo.data.dataset import pool_frames
+from mmemo.errors import MediaError, MmemoError
+from mmemo.features.audio import AudioFeatureStream, compute_features, context_features
+from mmemo.features.live import LiveDecoder
+from mmemo.features.registry import FEATURES
+from mmemo.pipeline.predict import Run, infer, prepare_inputs
+
+
+@dataclass
+class StreamPrediction:
+    time: float  # media time (s) at the end of the hop
+    valence: float
+    arousal: float
+    latency_s: float  # from the arrival of the hop's newest row to this prediction
+    first_row: int  # the hop covers grid rows [first_row, last_row)
+    last_row: int
+    dropped: int = 0  # hops skipped just before this one because the machine was behind
+
+    def as_dict(self) -> dict:
+        return {"time": round(self.time, 3), "valence": round(self.valence, 5), "arousal": round(self.arousal, 5),
+                "latency_s": round(self.latency_s, 4), "dropped": self.dropped}  # fmt: skip
+
+
+@dataclass
+class StreamStats:
+    predictions: int = 0
+    dropped: int = 0
+    rows: int = 0
+    latencies: list[float] = field(default_factory=list)  # per prediction: newest row -> prediction
+    row_latencies: list[float] = field(default_factory=list)  # per row: its arrival -> the first prediction on it
+    decoder_lag_s: float = 0.0
+    wall_s: float = 0.0
+
+    def summary(self, fps: int) -> str:
+        def q(xs, p):
+            return float(np.percentile(xs, p)) if xs else float("nan")
+
+        return (
+            f"{self.predictions} predictions over {self.rows / fps:.1f} s of media in {self.wall_s:.1f} s; "
+            f"{self.dropped} dropped (machine behind); latency median {q(self.latencies, 50):.3f} s, "
+            f"p95 {q(self.latencies, 95):.3f} s"
+        )
+
+
+class _Rows:
+    """A growing (n, ...) array whose rows before a given one can be let go; rows keep their absolute index."""
+
+    def __init__(self) -> None:
+        self.base, self.data = 0, None
+
+    @property
+    def end(self) -> int:
+        return self.base + (0 if self.data is None else len(self.data))
+
+    def append(self, rows: np.ndarray) -> None:
+        self.data = rows if self.data is None else np.concatenate([self.data, rows])
+
+    def forget_before(self, row: int) -> None:
+        cut = min(row, self.end) - self.base
+        if self.data is not None and cut > 0:
+            self.data, self.base = self.data[cut:], self.base + cut
+
+    def get(self, start: int, stop: int) -> np.ndarray:
+        if start < self.base:
+            raise IndexError(f"rows from {start} requested, only rows from {self.base} are kept")
+        return self.data[start - self.base : stop - self.base]
+
+
+class StreamPredictor:
+    """Consumes a ``LiveDecoder``'s queue; see the module docstring."""
+
+    def __init__(self, run: Run, decoder: LiveDecoder, *, hop_s: float = 0.5, context_s: float = 10.0) -> None:
+        cfg = run.extract_cfg
+        self.run, self.dec, self.fps = run, decoder, cfg.fps
+        # Hop k ends at row ceil(k * hop_s * fps): the prediction "at" k * hop_s covers all media up to then, and
+        # hops of a fractional number of rows (0.5 s = 12.5 rows) alternate (13, 12, ...) to keep that pace.
+        self.hop_rows = hop_s * cfg.fps
+        self.hop = max(1, math.ceil(self.hop_rows))
+        self.k = 0  # hops done
+        self.context = max(self.hop, min(round(context_s * cfg.fps), run.model_cfg.max_seq_len))
+        self.use_audio = run.model_cfg.audio_dim > 0 and decoder.has_audio
+        self.use_video = run.model_cfg.video and decoder.has_video
+        self.local = [n for n in run.feature_names if not FEATURES[n].context]
+        self.ctx_names = [n for n in run.feature_names if FEATURES[n].context]
+        self.feats = {n: _Rows() for n in self.local}
+        self.features = AudioFeatureStream(cfg, self._on_features) if self.use_audio else None
+        self.audio_arrival = _Rows()  # (n, 2): [end sample, wall time] of each audio piece
+        self.n_samples = 0
+        self.frames, self.vmask, self.v_arrival = _Rows(), _Rows(), _Rows()
+        self.n_rows: int | None = None  # known at the end of the source
+        self.done = 0  # rows covered by predictions so far
+        self.row_latencies = np.zeros(0)
+
+    def _on_features(self, name: str, first_row: int, rows: np.ndarray) -> None:
+        if name in self.feats:
+            self.feats[name].append(rows)
+
+    # --------------------------------------------------------------------------------------------- intake
+    def _take(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "video":
+            _, rows, mask, wall = item
+            if self.use_video:
+                self.frames.append(pool_frames(rows, self.run.model_cfg.video_size))
+                self.vmask.append(mask)
+            self.v_arrival.append(np.full(len(rows), wall))
+        elif kind == "audio":
+            _, x, wall = item
+            if self.use_audio:
+                self.features.push(x)
+            self.n_samples += x.size
+            self.audio_arrival.append(np.array([[self.n_samples, wall]]))
+        elif kind == "end":
+            self.n_rows = item[1]
+            if self.use_audio:  # rows past the audio's end see zeros, as in a recording
+                need = (self.n_rows - 1) * self.run.extract_cfg.hop_length + self.features.half - self.n_samples
+                self.features.push(np.zeros(max(0, need) + 1, np.float32))
+        else:
+            raise MediaError(item[1])
+
+    def _available(self) -> int:
+        """Rows for which every input the model reads has arrived."""
+        n = math.inf
+        if self.dec.has_video:
+            n = min(n, self.v_arrival.end)
+        if self.use_audio:
+            n = min(n, self.features.advance(self.n_rows))
+        elif self.dec.has_audio and not self.dec.has_video:  # audio-only source, model without audio input
+            n = min(n, self._audio_rows())
+        if self.n_rows is not None:
+            n = self.n_rows if n == math.inf else min(n, self.n_rows)
+        return 0 if n == math.inf else int(n)
+
+    def _audio_rows(self) -> int:
+        half, hop = self.run.extract_cfg.n_fft // 2, self.run.extract_cfg.hop_length
+        return max(0, (self.n_samples - half) // hop + 1)
+
+    def _arrival(self, rows: np.ndarray) -> np.ndarray:
+        """Wall time at which each of ``rows`` had all its inputs."""
+        t = np.full(len(rows), -np.inf)
+        if self.dec.has_video:
+            t = np.maximum(t, self.v_arrival.get(int(rows[0]), int(rows[-1]) + 1))
+        if self.use_audio and self.audio_arrival.data is not None:
+            arr = self.audio_arrival.data
+            need = rows * self.run.extract_cfg.hop_length + self.run.extract_cfg.n_fft // 2
+            i = np.minimum(np.searchsorted(arr[:, 0], need, side="left"), len(arr) - 1)
+            t = np.maximum(t, arr[i, 1])
+        return t
+
+    # ---------------------------------------------------------------------------------------------- model
+    def _inputs(self, w0: int, w1: int) -> tuple:
+        n = w1 - w0
+        features = None
+        if self.use_audio:
+            features = {name: self.feats[name].get(w0, w1) for name in self.local}
+            if self.ctx_names:
+                onset = self.features.onset_envelope(w0, w1)
+                for name, _, x in context_features(onset, self.run.extract_cfg, self.ctx_names):
+                    features[name] = x
+            audio_mask = self._audio_mask(w0, w1)
+        else:
+            audio_mask = np.zeros(n, bool)
+        frames = self.frames.get(w0, w1) if self.use_video else None
+        video_mask = self.vmask.get(w0, w1) if self.use_video else None
+        return prepare_inputs(self.run, features, frames, audio_mask, video_mask)
+
+    def _audio_mask(self, w0: int, w1: int) -> np.ndarray:
+        """Rows whose window centre is decoded audio (not the silence before a late start or in a hole)."""
+        a = self.dec.audio
+        centres = np.arange(w0, w1) * self.run.extract_cfg.hop_length
+        if a is None:
+            return np.zeros(w1 - w0, bool)
+        first, end = a.span
+        mask = (centres >= max(0, first)) & (centres < end)
+        for g0, g1 in list(a.gaps):
+            mask &= (centres < g0) | (centres >= g1)
+        return mask
+
+    def predict(self, end: int, dropped: int) -> StreamPrediction:
+        """The prediction for the hop ending at row ``end``, from the context window that ends there."""
+        w0 = max(0, end - self.context)
+        y = infer(self.run, *self._inputs(w0, end))  # (end - w0, 2)
+        h0 = max(w0, self.done, self._boundary(self.k - 1))  # this hop's rows (the last hop may be shorter)
+        v, a = y[h0 - w0 :].mean(axis=0)
+        now = time.monotonic()
+        # Rows of dropped hops that fall out of the window never get a prediction: only the window's count.
+        arrival = self._arrival(np.arange(max(self.done, w0), end))
+        p = StreamPrediction(end / self.fps, float(v), float(a), now - float(arrival[-1]), h0, end, dropped)
+        self.row_latencies = now - arrival  # the rows since the last prediction get their first one now
+        self.done = end
+        # The next window starts at or after end + 1 - context: older rows are not needed again.
+        for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival):
+            rows.forget_before(end + 1 - self.context)
+        if self.features is not None:
+            self.features.forget_onsets_before(end + 1 - self.context)
+        return p
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def run_loop(self, emit: Callable[[StreamPrediction], None], stats: StreamStats) -> StreamStats:
+        t0 = time.monotonic()
+        while True:
+            self._drain()
+            avail = self._available()
+            finished = self.n_rows is not None and avail >= self.n_rows
+            newest = self._hops_in(avail)
+            if newest > self.k:
+                # A paced source: jump to the newest complete hop, dropping (not queueing) the ones before it.
+                # A file read as fast as it decodes: every hop, in order (the decoder waits for us).
+                k = newest if self.dec.paced else self.k + 1
+                end, dropped, self.k = self._boundary(k), k - self.k - 1, k
+            elif finished and avail > self.done:
+                end, dropped = avail, 0  # the last, shorter hop
+            elif finished:
+                break
+            else:
+                continue
+            p = self.predict(end, dropped)
+            emit(p)
+            stats.predictions += 1
+            stats.dropped += dropped
+            stats.latencies.append(p.latency_s)
+            stats.row_latencies.extend(self.row_latencies.tolist())
+        stats.rows = self.done
+        stats.decoder_lag_s = self.dec.lag_s
+        stats.wall_s = time.monotonic() - t0
+        return stats
+
+    def _boundary(self, k: int) -> int:
+        return math.ceil(k * self.hop_rows - 1e-9)
+
+    def _hops_in(self, rows: int) -> int:
+        """The number of hops complete within ``rows`` rows."""
+        k = int(rows // self.hop_rows)
+        while self._boundary(k + 1) <= rows:
+            k += 1
+        while k > 0 and self._boundary(k) > rows:
+            k -= 1
+        return k
+
+    def _drain(self) -> None:
+        """Take everything queued; wait for at least one item when nothing new can be predicted yet."""
+        q = self.dec.queue
+        if not self._ready():
+            try:
+                self._take(q.get(timeout=30.0))
+            except queue.Empty:
+                if not self.dec.is_alive():
+                    raise MediaError(f"{self.dec.source}: the decoder stopped without a word") from None
+                return
+        while True:
+            try:
+                self._take(q.get_nowait())
+            except queue.Empty:
+                return
+
+    def _ready(self) -> bool:
+        return self.n_rows is not None or self._hops_in(self._available()) > self.k
+
+
+def stream_predict(
+    run: Run,
+    source: str,
+    emit: Callable[[StreamPrediction], None],
+    *,
+    hop_s: float = 0.5,
+    context_s: float = 10.0,
+    realtime: bool = False,
+    input_format: str | None = None,
+    options: dict[str, str] | None = None,
+    threads: int = 0,
+) -> StreamStats:
+    """Predict ``source`` live, calling ``emit`` once per hop; returns the stream's statistics.
+
+    Raises:
+        MmemoError: one line when the source cannot be opened or breaks.
+    """
+    if hop_s <= 0 or context_s <= 0:
+        raise MmemoError(f"hop {hop_s} s and context {context_s} s must be positive")
+    cfg = run.extract_cfg
+    decoder = LiveDecoder(
+        source, fps=cfg.fps, sample_rate=cfg.sample_rate, size=cfg.frame_size, aspect=cfg.aspect,
+        use_video=run.model_cfg.video, use_audio=run.model_cfg.audio_dim > 0, realtime=realtime,
+        input_format=input_format, options=options, threads=threads,
+    )  # fmt: skip
+    predictor = StreamPredictor(run, decoder, hop_s=hop_s, context_s=context_s)
+    _warm_up(run, predictor.context)
+    stats = StreamStats()
+    decoder.start()
+    try:
+        return predictor.run_loop(emit, stats)
+    finally:
+        decoder.stop()
+        decoder.join(timeout=5)
+
+
+def _warm_up(run: Run, rows: int) -> None:
+    """One pass on silence before the source starts: librosa's lazy imports and torch's first call take
+    seconds, which a live stream would otherwise pay in dropped hops."""
+    cfg = run.extract_cfg
+    features = compute_features(np.zeros(rows * cfg.hop_length, np.float32), cfg, rows)
+    size = run.model_cfg.video_size
+    frames = np.zeros((rows, size, size, 3), np.uint8) if run.model_cfg.video else None
+    mask = np.ones(rows, bool)
+    infer(run, *prepare_inputs(run, features, frames, mask, mask))
