@@ -35,8 +35,8 @@ class MultiHeadAttention(nn.Module):
         """query (B, T, D), key_value (B, S, D) (default: query), key_padding_mask (B, S) bool -> (B, T, D)."""
         kv = query if key_value is None else key_value
         q, k, v = self._split(self.q(query)), self._split(self.k(kv)), self._split(self.v(kv))
-        attn_mask = None
-        any_key = None
+        attn_mask: torch.Tensor | None = None
+        any_key: torch.Tensor | None = None
         if key_padding_mask is not None:
             any_key = key_padding_mask.any(dim=1)  # (B,)
             # Rows without any real key would softmax over nothing: let them see everything, then zero them.

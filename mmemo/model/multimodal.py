@@ -82,6 +82,8 @@ class MultiModalTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # plain copies of what forward reads: TorchScript cannot read a dataclass attribute
+        self.hidden, self.modality_dropout = cfg.hidden, cfg.modality_dropout
         H = cfg.hidden
         self.audio_in = nn.Sequential(nn.Linear(cfg.audio_dim, H), nn.LayerNorm(H)) if cfg.audio_dim > 0 else None
         self.frame_encoder = FrameEncoder(cfg.cnn_channels, H) if cfg.video else None
@@ -106,7 +108,7 @@ class MultiModalTransformer(nn.Module):
 
     def _modality_dropout(self, audio_ok: torch.Tensor, video_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hide one modality of some training samples (never both) so that a missing face or silence is survivable."""
-        p = self.cfg.modality_dropout
+        p = self.modality_dropout
         if not self.training or p <= 0:
             return audio_ok, video_ok
         B = audio_ok.shape[0]
@@ -130,7 +132,7 @@ class MultiModalTransformer(nn.Module):
             (B, T, 2): valence and arousal per frame.
         """
         B, T = pad_mask.shape
-        H, device = self.cfg.hidden, pad_mask.device
+        H, device = self.hidden, pad_mask.device
         audio_ok = pad_mask & (audio_mask if audio_mask is not None else pad_mask)
         video_ok = pad_mask & (video_mask if video_mask is not None else pad_mask)
         if self.audio_in is None or audio is None:
@@ -138,20 +140,33 @@ class MultiModalTransformer(nn.Module):
         if self.frame_encoder is None or frames is None:
             video_ok = torch.zeros_like(pad_mask)
         audio_ok, video_ok = self._modality_dropout(audio_ok, video_ok)
-        pos = sinusoidal_positions(T, H, device)  # (T, H)
 
         a = torch.zeros(B, T, H, device=device)
-        if audio_ok.any():
+        # (the None tests are implied by the masks; TorchScript needs them spelt out)
+        if audio is not None and self.audio_in is not None and audio_ok.any():
             a = self.audio_in(audio) * audio_ok[..., None]  # (B, T, H), absent positions zeroed
         v = torch.zeros(B, T, H, device=device, dtype=a.dtype)
-        if video_ok.any():
-            v = v.index_put((video_ok,), self.frame_encoder(frames[video_ok]).to(v.dtype))  # CNN on present frames only
+        if frames is not None and self.frame_encoder is not None and video_ok.any():
+            v = v.index_put([video_ok], self.frame_encoder(frames[video_ok]).to(v.dtype))  # CNN on present frames only
+        return self.encode(a, v, audio_ok, video_ok, pad_mask)
+
+    def encode(
+        self, a: torch.Tensor, v: torch.Tensor, audio_ok: torch.Tensor, video_ok: torch.Tensor, pad_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Everything after the input embeddings: positions, encoders, cross-modal attention, fusion, head.
+
+        a, v (B, T, H) embedded audio / frames, zero where absent; audio_ok, video_ok, pad_mask (B, T) bool.
+        Returns (B, T, 2). ``forward`` calls it; so does the ONNX export, whose embeddings are computed without
+        data-dependent branches (``mmemo.pipeline.export``).
+        """
+        pos = sinusoidal_positions(a.shape[1], self.hidden, a.device)  # (T, H)
         a, v = a + pos, v + pos
         for block in self.audio_enc:
             a = block(a, audio_ok)
         for block in self.video_enc:
             v = block(v, video_ok)
-        for a_blk, v_blk in zip(self.audio_from_video, self.video_from_audio, strict=True):
+        # equal lengths by construction; TorchScript knows no zip(strict=...)
+        for a_blk, v_blk in zip(self.audio_from_video, self.video_from_audio):  # noqa: B905
             a, v = a_blk(a, v, video_ok), v_blk(v, a, audio_ok)
 
         z = torch.cat([a * audio_ok[..., None], v * video_ok[..., None]], dim=-1)  # (B, T, 2H)
