@@ -1,0 +1,121 @@
+"""`mmemo export` figures for the default model: export time, max abs difference from PyTorch, CPU inference time.
+
+    python benchmarks/export.py [--repeat 5] [--rows 1000] [--threads N]
+
+An untrained default model (``ModelConfig()`` with the default audio features and video) is saved as a run
+directory (the checkpoint keys ``mmemo train`` writes that export reads), exported to TorchScript and, where
+``mmemo[onnx]`` is installed, to ONNX; then one window of ``--rows`` rows (batch 1, every row real, audio and
+video present) goes through eager PyTorch, the TorchScript file and onnxruntime, best of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model  # noqa: E402
+
+from mmemo.config import ExtractConfig, ModelConfig, TrainConfig  # noqa: E402
+from mmemo.features.audio import feature_dims  # noqa: E402
+from mmemo.model.multimodal import MultiModalTransformer  # noqa: E402
+from mmemo.pipeline.export import example_inputs, export_run, reference, sidecar_path, wrap  # noqa: E402
+
+
+def save_untrained_run(run_dir: Path) -> tuple[MultiModalTransformer, np.ndarray, np.ndarray]:
+    ecfg = ExtractConfig()
+    D = sum(feature_dims(ecfg).values())
+    torch.manual_seed(0)
+    model = MultiModalTransformer(ModelConfig(audio_dim=D, video=True)).eval()
+    mean, std = np.random.default_rng(0).normal(size=D).astype(np.float32), np.full(D, 2.0, np.float32)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"model": model.state_dict(), "model_config": model.cfg.to_dict(), "extract_config": ecfg.to_dict(),
+         "train_config": TrainConfig().to_dict(), "epoch": 0, "best": float("-inf"),
+         "feature_names": list(ecfg.features), "feature_mean": torch.from_numpy(mean),
+         "feature_std": torch.from_numpy(std)},
+        run_dir / "best.pt",
+    )  # fmt: skip
+    return model, mean, std
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()  # warm-up (TorchScript profiles and optimises its graph on the first calls)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    have_onnx = all(importlib.util.find_spec(p) for p in ("onnx", "onnxscript", "onnxruntime"))
+    print(f"{cpu_model()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        model, mean, std = save_untrained_run(run_dir)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"default model: {n_params / 1e6:.1f} M parameters, window of {args.rows} rows, batch 1")
+        files = {}
+        for fmt in ("torchscript", "onnx") if have_onnx else ("torchscript",):
+            t0 = time.perf_counter()
+            files[fmt] = export_run(run_dir, fmt=fmt)
+            meta = json.loads(sidecar_path(files[fmt]).read_text())
+            print(f"export {fmt:<11}: {time.perf_counter() - t0:6.2f} s in all ({meta['export_seconds']:.2f} s writing,"
+                  f" the rest loading and checking), {files[fmt].stat().st_size / 2**20:.1f} MiB,"
+                  f" check max abs diff {meta['check']['max_abs_diff']:.2e}")  # fmt: skip
+        if not have_onnx:
+            print("onnx: not measured (pip install 'mmemo[onnx]')")
+
+        inputs = example_inputs(wrap(model, mean, std), 1, args.rows)
+        inputs["pad_mask"][:] = True  # one full window, as `mmemo predict` runs a long clip
+        inputs["audio_mask"][:] = True
+        inputs["video_mask"][:] = True
+        ref = reference(model, mean, std, inputs)
+        scripted = torch.jit.load(str(files["torchscript"])).eval()
+        runners = {
+            "eager PyTorch": lambda: reference(model, mean, std, inputs),
+            "TorchScript": lambda: _no_grad(scripted, inputs),
+        }
+        if have_onnx:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            if args.threads:
+                opts.intra_op_num_threads = args.threads
+            sess = ort.InferenceSession(str(files["onnx"]), opts, providers=["CPUExecutionProvider"])
+            feed = {k: v.numpy() for k, v in inputs.items()}
+            runners["onnxruntime"] = lambda: sess.run(None, feed)[0]
+        base = None
+        for name, fn in runners.items():
+            diff = float(np.abs(fn() - ref).max())
+            t = best_of(fn, args.repeat)
+            base = base or t
+            print(f"{name:<14}: {t * 1000:8.1f} ms per {args.rows}-row window ({base / t:4.2f}x eager),"
+                  f" max abs diff from eager {diff:.2e}")  # fmt: skip
+
+
+def _no_grad(module, inputs):
+    with torch.no_grad():
+        return module(*inputs.values()).numpy()
+
+
+if __name__ == "__main__":
+    main()
