@@ -60,8 +60,36 @@ def main() -> None:
 @click.option(
     "--labels",
     "labels_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="A label CSV, or a directory holding the corpus's annotations (default: look in CORPUS_DIR).",
+)
+@click.option(
+    "--label-format",
+    type=click.Choice(["auto", "csv", "dimtables", "multirater", "affwild", "cremad", "ravdess"]),
+    default="auto",
+    show_default=True,
+    help="Annotation layout (docs/labels.md): detected, or forced: generic CSV, arousal.csv + valence.csv tables, "
+    "RECOLA/AVEC rater files, Aff-Wild2 per-frame files, CREMA-D or RAVDESS file names.",
+)
+@click.option(
+    "--gold",
+    type=click.Choice(["mean", "ewe"]),
+    default="mean",
+    show_default=True,
+    help="Multi-rater annotations: the raters' mean, or the evaluator-weighted estimator.",
+)
+@click.option(
+    "--annotation-delay",
+    type=click.FloatRange(0, None),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Shift time-continuous labels back: the label at t + SECONDS is given to media time t.",
+)
+@click.option(
+    "--emotion-map",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Label CSV (default: CORPUS_DIR/labels.csv when present).",
+    help="CSV emotion,valence,arousal replacing the built-in emotion table (CREMA-D, RAVDESS).",
 )
 @click.option(
     "--features",
@@ -108,6 +136,10 @@ def extract(
     corpus_dir: Path,
     out_dir: Path,
     labels_path: Path | None,
+    label_format: str,
+    gold: str,
+    annotation_delay: float,
+    emotion_map: Path | None,
     features: str | None,
     aspect: str,
     frame_size: int,
@@ -143,6 +175,10 @@ def extract(
             out_dir,
             cfg,
             labels_path=labels_path,
+            label_format=label_format,
+            gold=gold,
+            annotation_delay=annotation_delay,
+            emotion_map=emotion_map,
             jobs=jobs or os.cpu_count(),
             backend=backend,
             scheduler=scheduler,

@@ -69,6 +69,9 @@ def test_annotation_starting_late_masks_the_start(tmp_path):
         ("clip,valence\na,1\n", "missing column(s) arousal"),
         ("clip,valence,arousal\na,1,high\n", ":2: column arousal holds 'high'"),
         ("clip,valence,arousal\na,1,1\na,0,0\n", ":3: clip 'a' is labelled twice"),
+        ("clip,frame,valence,arousal\na,0,1,1\na,0,0,0\n", ":3: clip 'a' is labelled twice at frame 0"),
+        ("clip,frame,valence,arousal\na,-1,1,1\n", ":2: column frame holds -1, not a frame index"),
+        ("clip,time,frame,valence,arousal\na,0,0,1,1\n", "has both a time and a frame column"),
         ("", "cannot read label table"),
     ],
 )

@@ -78,6 +78,10 @@ class DecodedMedia:
     native_channels: int = 0
     frames: np.ndarray | None = None  # (T, size, size, 3) uint8 when collected
     warnings: list[str] = field(default_factory=list)
+    # (T,) int64: index of the source frame shown in row t, counting every frame the decoder delivered from 0 in
+    # presentation order; -1 where no source frame is on screen (before the first frame, past the last, no video).
+    # Per-frame annotations (one line per native frame) are put on the grid with it.
+    source_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -216,13 +220,15 @@ class _GridWriter:
         self.t = 0
         self.mask: list[bool] = []
         self.source_time: list[float] = []
+        self.source_index: list[int] = []
 
-    def emit(self, img: np.ndarray, on_screen: bool, src_time: float) -> None:
+    def emit(self, img: np.ndarray, on_screen: bool, src_time: float, src_index: int = -1) -> None:
         self.buf[self.n_buf] = img
         self.n_buf += 1
         self.t += 1
         self.mask.append(on_screen)
         self.source_time.append(src_time)
+        self.source_index.append(src_index if on_screen else -1)
         if self.n_buf == self.chunk:
             self.flush()
 
@@ -244,6 +250,8 @@ class _VideoTrack:
         self.cur_img: np.ndarray | None = None
         self.prev_pts: int | None = None
         self.n_decoded = 0
+        self.n_delivered = 0  # every frame the decoder handed over, shown or not: the source frame index
+        self.cur_index = -1
         step = stream.average_rate or stream.guessed_rate or Fraction(cfg.fps)
         self.nominal_step = 1 / Fraction(step)  # seconds per source frame, for frames without pts/duration
         self.last_duration: Fraction | None = None
@@ -261,6 +269,8 @@ class _VideoTrack:
         return self.cur_img
 
     def push(self, frame: av.VideoFrame) -> None:
+        index = self.n_delivered
+        self.n_delivered += 1
         pos = self._pos(frame)
         if self.cur_pos is not None and pos <= self.cur_pos:
             return  # a repeated or out-of-order timestamp cannot be on screen after its successor
@@ -276,8 +286,8 @@ class _VideoTrack:
                 g.emit(first, False, float(pos) / self.cfg.fps)
         else:
             while g.t < pos:
-                g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps)
-        self.cur, self.cur_pos, self.cur_img = frame, pos, None
+                g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps, self.cur_index)
+        self.cur, self.cur_pos, self.cur_img, self.cur_index = frame, pos, None, index
 
     def end_position(self) -> Fraction:
         """Grid position where the last frame stops being on screen."""
@@ -290,7 +300,7 @@ class _VideoTrack:
         """Emit the last frame until its end, then (masked) until the clip's ``n_rows``."""
         g, end = self.grid, self.end_position()
         while g.t < end:
-            g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps)
+            g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps, self.cur_index)
         while g.t < n_rows:
             g.emit(self._img(), False, float(self.cur_pos) / self.cfg.fps)
         g.flush()
@@ -500,9 +510,11 @@ def decode_media(
         video.finish(n_rows)
         video_mask = np.asarray(video.grid.mask, bool)
         source_time = np.asarray(video.grid.source_time, np.float64)
+        source_index = np.asarray(video.grid.source_index, np.int64)
     else:
         video_mask = np.zeros(n_rows, bool)
         source_time = np.arange(n_rows, dtype=np.float64) / fps
+        source_index = np.full(n_rows, -1, np.int64)
 
     out = DecodedMedia(
         n_frames=n_rows,
@@ -516,6 +528,7 @@ def decode_media(
         source_time=source_time,
         duration=duration,
         warnings=warnings,
+        source_index=source_index,
     )
     if video is not None:
         geo = video.geometry

@@ -26,14 +26,15 @@ import pandas as pd
 from mmemo import __version__
 from mmemo.config import ExtractConfig
 from mmemo.data import schema as S
-from mmemo.data.labels import LabelTable, align, read_labels
+from mmemo.data.labels import LabelTable, align
+from mmemo.data.layouts import load_labels
 from mmemo.data.shards import ShardWriter, read_attrs, shard_relpath
 from mmemo.errors import MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
 from mmemo.pipeline.corpus import ClipSource, discover
 from mmemo.pipeline.progress import Progress
 
-LABELS_FILE = "labels.csv"
+LABELS_FILE = "labels.csv"  # the resolved gold standard, written into FEATURES_DIR in the generic layout
 LOCK_FILE = ".extract.lock"
 
 
@@ -48,7 +49,7 @@ class ClipResult:
     frames: int = 0
     duration: float = 0.0
     modalities: str = ""
-    labels: str = ""  # "clip", "continuous" or ""
+    labels: str = ""  # "clip", "continuous", "frames" or ""
     bytes: int = 0
     error: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -115,7 +116,7 @@ def extract_clip(
     corpus: Path,
     out_dir: Path,
     cfg: ExtractConfig,
-    labels: tuple[pd.DataFrame, str] | None,
+    labels: tuple[pd.DataFrame, str, str] | None,  # (this clip's label rows, their kind, where they came from)
     key: str,
     threads: int = 0,
 ) -> ClipResult:
@@ -146,7 +147,10 @@ def extract_clip(
                 w.write(S.AUDIO_MASK, dec.audio_mask, np.bool_)
             label_kind = ""
             if labels is not None:
-                aligned = align(labels[0], labels[1], T, cfg.fps)
+                rows, kind, origin = labels
+                n_native = round(dec.native_fps * dec.duration) if dec.has_video else None
+                aligned = align(rows, kind, T, cfg.fps, source_index=dec.source_index, n_source_frames=n_native)
+                dec.warnings.extend(f"{origin}: {src.clip_id}: {n}" for n in aligned.notes)
                 w.write(S.VALENCE, aligned.valence, np.float32)
                 w.write(S.AROUSAL, aligned.arousal, np.float32)
                 w.write(S.LABEL_MASK, aligned.mask, np.bool_)
@@ -229,11 +233,9 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
     )
 
 
-def _load_labels(corpus: Path, labels_path: Path | None) -> LabelTable | None:
-    if labels_path is not None:
-        return read_labels(labels_path)
-    default = corpus / LABELS_FILE
-    return read_labels(default) if default.exists() else None
+def _load_labels(corpus: Path, clip_ids: list[str], labels_path: Path | None, options: dict) -> LabelTable | None:
+    """The corpus's labels in whatever layout they come (mmemo.data.layouts), resolved to one gold standard."""
+    return load_labels(corpus, clip_ids, path=labels_path, **options)
 
 
 def _run_jobs(tasks: list[tuple], jobs: int, backend: str, scheduler: str | None):
@@ -308,6 +310,10 @@ def extract_corpus(
     cfg: ExtractConfig,
     *,
     labels_path: str | os.PathLike | None = None,
+    label_format: str = "auto",
+    gold: str = "mean",
+    annotation_delay: float = 0.0,
+    emotion_map: str | os.PathLike | None = None,
     jobs: int = 1,
     backend: str = "loky",
     scheduler: str | None = None,
@@ -317,6 +323,11 @@ def extract_corpus(
     """Extract every clip of ``corpus_dir`` into ``out_dir``; see the module docstring.
 
     Args:
+        labels_path: a label file or a directory of annotations (default: look in ``corpus_dir``).
+        label_format: ``auto`` or a layout of ``mmemo.data.layouts.LABEL_FORMATS`` (see docs/labels.md).
+        gold: ``mean`` or ``ewe``: how several raters' traces become one gold standard.
+        annotation_delay: seconds; time-continuous labels are shifted back by it (label at t + d -> media time t).
+        emotion_map: CSV ``emotion,valence,arousal`` replacing the built-in table for CREMA-D / RAVDESS.
         jobs: clips extracted at once on this machine (backend "loky"); 1 runs in this process.
         backend: "loky" (processes on this machine) or "dask" (the workers of the cluster at ``scheduler``, each
             writing its own shards into ``out_dir``, which must then be a directory they all see).
@@ -335,7 +346,10 @@ def extract_corpus(
     if not corpus.clips:
         raise MmemoError(f"{corpus_path}: no audio or video files found (looked for {', '.join(_suffixes())})")
     out = Path(out_dir).absolute()
-    table = _load_labels(corpus.root, Path(labels_path) if labels_path else None)
+    label_options = {"label_format": label_format, "gold": gold, "annotation_delay": annotation_delay,
+                     "emotion_map": emotion_map}  # fmt: skip
+    clip_ids = [c.clip_id for c in corpus.clips]
+    table = _load_labels(corpus.root, clip_ids, Path(labels_path) if labels_path else None, label_options)
     label_rows = {c.clip_id: table.for_clip(c.clip_id) if table else None for c in corpus.clips}
     notes = list(corpus.duplicates) + _label_notes(table, label_rows)
     for n in notes:
@@ -353,7 +367,8 @@ def extract_corpus(
             if done is not None:
                 results.append(done)
             else:
-                tasks.append((src, corpus.root, out, cfg, (rows, table.kind) if rows is not None else None, key))
+                labels = (rows, table.kind, str(table.path)) if rows is not None else None
+                tasks.append((src, corpus.root, out, cfg, labels, key))
         # Largest files first: the long clips start early instead of keeping one worker busy at the end.
         tasks.sort(key=lambda t: -t[0].path.stat().st_size)
         # FFmpeg's decoder threads share the cores with the other workers (0 = FFmpeg picks, one per core).
@@ -382,7 +397,7 @@ def extract_corpus(
             )
             log(f"note: {notes[-1]}")
         summary = ExtractSummary(out, results, time.perf_counter() - t0, notes)
-        _write_outputs(summary, cfg, corpus.root, table)
+        _write_outputs(summary, cfg, corpus.root, table, label_options)
     return summary
 
 
@@ -396,7 +411,7 @@ def _orphans(out: Path, clip_ids: set[str]) -> list[str]:
 def _label_notes(table: LabelTable | None, label_rows: dict) -> list[str]:
     if table is None:
         return []
-    notes = []
+    notes = list(table.notes)  # what the layout's reader could not match
     unknown = sorted(set(table.clip_ids) - set(label_rows))
     unlabelled = [c for c, rows in label_rows.items() if rows is None]
     for what, ids in (("labelled clip id(s) not in the corpus", unknown), ("clip(s) have no labels", unlabelled)):
@@ -404,6 +419,20 @@ def _label_notes(table: LabelTable | None, label_rows: dict) -> list[str]:
             more = " ..." if len(ids) > 5 else ""
             notes.append(f"{table.path}: {len(ids)} {what}: " + ", ".join(ids[:5]) + more)
     return notes
+
+
+def _label_source(table: LabelTable | None, options: dict) -> dict | None:
+    if table is None:
+        return None
+    emotion_map = options.get("emotion_map")
+    return {
+        "layout": table.layout,
+        "path": str(Path(table.path).absolute()),
+        "kind": table.kind,
+        "gold": options.get("gold", "mean") if table.layout == "multirater" else None,
+        "annotation_delay": float(options.get("annotation_delay") or 0.0),
+        "emotion_map": str(Path(emotion_map).absolute()) if emotion_map else None,
+    }
 
 
 def _suffixes() -> list[str]:
@@ -421,18 +450,25 @@ def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
 MANIFEST_COLUMNS = ["clip", "shard", "status", "frames", "duration", "modalities", "labels", "bytes", "source", "error"]
 
 
-def _write_outputs(summary: ExtractSummary, cfg: ExtractConfig, corpus: Path, table: LabelTable | None) -> None:
+def _write_outputs(
+    summary: ExtractSummary, cfg: ExtractConfig, corpus: Path, table: LabelTable | None, label_options: dict
+) -> None:
     out = summary.out_dir
     rows = [{k: v for k, v in asdict(r).items() if k != "warnings"} for r in summary.results]
     _atomic_csv(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), out / S.MANIFEST)
     errors = [{"clip": r.clip, "source": r.source, "error": r.error} for r in summary.failed]
     _atomic_csv(pd.DataFrame(errors, columns=["clip", "source", "error"]), out / S.ERRORS)
+    if table is not None:
+        _atomic_csv(table.rows, out / LABELS_FILE)
     record = {
         "config": cfg.to_dict(),
         "config_hash": cfg.config_hash(),
         "schema_version": S.SCHEMA_VERSION,
         "corpus": str(corpus),
-        "labels": str(table.path) if table else None,
+        # The resolved gold standard in the generic layout, with its group columns (speaker, ...): what
+        # `mmemo train --group-by` reads, whatever layout the corpus came in.
+        "labels": str(out / LABELS_FILE) if table else None,
+        "label_source": _label_source(table, label_options),
         "versions": package_versions(),
     }
     tmp = out / (S.RUN_CONFIG + S.PARTIAL_SUFFIX)

@@ -1,0 +1,397 @@
+"""Corpus label layouts: find a corpus's annotations, read them as they are, resolve one gold-standard table.
+
+Every layout resolves to a ``LabelTable`` in mmemo's generic layout (``mmemo.data.labels``): per clip, time-continuous
+or per native frame, with extra columns (``speaker``, ``emotion``, ...) kept.
+
+=============  ==========================================================================================
+layout         what is read
+=============  ==========================================================================================
+``csv``        the generic table: ``labels.csv`` (``clip,[time|frame,]valence,arousal[,extras]``)
+``dimtables``  ``arousal.csv`` and ``valence.csv``, no header, ``file,value`` per line (per clip)
+``multirater`` ``arousal/`` and ``valence/`` directories of per-clip rater files, CSV or ARFF (RECOLA / AVEC);
+               the gold standard is the raters' mean or their EWE (``mmemo.data.raters``)
+``affwild``    one ``.txt`` per video (its stem), header ``valence,arousal``, one line per native video frame,
+               -5 where unannotated (Aff-Wild2)
+``cremad``     nothing but the clips' file names, ``1001_DFA_ANG_XX`` (``mmemo.data.emotions``)
+``ravdess``    nothing but the clips' file names, ``01-01-05-02-01-01-12`` (``mmemo.data.emotions``)
+=============  ==========================================================================================
+
+Auto-detection (``--label-format auto``, the default). ``--labels FILE`` is read as ``csv``. Otherwise the
+directory ``D`` (``--labels DIR``, else the corpus directory) is examined, and the first rule that holds wins:
+
+1. ``D/labels.csv`` exists: ``csv``;
+2. ``D/arousal.csv`` or ``D/valence.csv`` exists (names case-insensitive): ``dimtables``;
+3. directories named ``arousal`` or ``valence`` (case-insensitive, anywhere below ``D``, hidden ones skipped) hold
+   ``.csv`` / ``.arff`` files: ``multirater`` (two directories of one name: an error asking for ``--labels DIR``);
+4. ``.txt`` files below ``D`` start with the line ``valence,arousal``: ``affwild``;
+5. more than half the clips are named like CREMA-D clips: ``cremad``; else like RAVDESS clips: ``ravdess``;
+6. none: the corpus is unlabelled.
+
+``--label-format NAME`` skips the detection and fails with one line when that layout's files are not there.
+
+Annotation files are matched to clips by name: a file (or ARFF instance, or table entry) named ``x`` labels the clip
+whose id is ``x``, else every clip whose file stem is ``x`` (RECOLA's audio and video recordings of one session both
+get its labels). Files that match no clip, and clips without labels, are reported as notes, not errors.
+
+mmemo trains valence and arousal together (one label mask for both), so a layout that has only one of the two
+dimensions is an error, and a clip annotated in only one dimension stays unlabelled (with a note).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmemo.data.emotions import PARSERS, read_categorical
+from mmemo.data.labels import DIMENSIONS, LabelTable, _interpolate, normalise_clip_id, read_labels
+from mmemo.data.raters import GOLD_METHODS, RATER_SUFFIXES, ewe_weights, gold_standard, read_rater_file
+from mmemo.errors import ConfigError, LabelError
+
+LABEL_FORMATS = ("auto", "csv", "dimtables", "multirater", "affwild", "cremad", "ravdess")
+LABELS_FILE = "labels.csv"
+AFFWILD_HEADER = "valence,arousal"
+AFFWILD_UNANNOTATED = -5.0
+_DIM_DIR_DEPTH = 4  # how deep below D dimension directories are looked for (RECOLA: ratings_individual/arousal)
+
+
+def load_labels(
+    corpus: str | os.PathLike,
+    clip_ids: list[str],
+    *,
+    path: str | os.PathLike | None = None,
+    label_format: str = "auto",
+    gold: str = "mean",
+    annotation_delay: float = 0.0,
+    emotion_map: str | os.PathLike | None = None,
+) -> LabelTable | None:
+    """The corpus's gold-standard labels in the generic layout, or None when it has none.
+
+    Args:
+        corpus: the corpus directory (where annotations are looked for unless ``path`` is given).
+        clip_ids: the corpus's clip ids (annotations are matched to them; CREMA-D / RAVDESS labels come from them).
+        path: ``--labels``: a label file (generic CSV) or a directory to look in.
+        label_format: one of LABEL_FORMATS.
+        gold: ``mean`` or ``ewe``: how multi-rater annotations become one gold standard.
+        annotation_delay: seconds; the label at time t + d is given to media time t (time-continuous labels).
+        emotion_map: CSV ``emotion,valence,arousal`` replacing the built-in table (CREMA-D / RAVDESS).
+
+    Raises:
+        LabelError: malformed annotations (one line, ``path:line: what``); ConfigError: options that do not apply.
+    """
+    if label_format not in LABEL_FORMATS:
+        raise ConfigError(f"label format {label_format!r} is not one of {', '.join(LABEL_FORMATS)}")
+    if gold not in GOLD_METHODS:
+        raise ConfigError(f"gold standard {gold!r} is not one of {', '.join(GOLD_METHODS)}")
+    layout, where = detect(Path(corpus), clip_ids, Path(path) if path else None, label_format)
+    _check_options(layout, gold, annotation_delay, emotion_map)
+    if layout is None:
+        return None
+    if layout == "csv":
+        table = read_labels(where)
+    elif layout == "dimtables":
+        table = read_dimtables(where, clip_ids)
+    elif layout == "multirater":
+        table = read_multirater(where, clip_ids, gold=gold)
+    elif layout == "affwild":
+        table = read_affwild(where, clip_ids)
+    else:
+        table = read_categorical(layout, clip_ids, where, emotion_map)
+    return delay_labels(table, annotation_delay) if annotation_delay else table
+
+
+def _check_options(layout: str | None, gold: str, delay: float, emotion_map) -> None:
+    if emotion_map and layout not in ("cremad", "ravdess"):
+        raise ConfigError(f"--emotion-map applies to CREMA-D / RAVDESS corpora; these labels are {layout or 'absent'}")
+    if gold != "mean" and layout != "multirater":
+        raise ConfigError(f"--gold {gold} applies to multi-rater annotations; these labels are {layout or 'absent'}")
+    if delay and layout in (None, "affwild", "cremad", "ravdess", "dimtables"):
+        raise ConfigError(f"--annotation-delay applies to time-continuous labels; these are {layout or 'absent'}")
+
+
+# ---------------------------------------------------------------------------------------------------- detection
+def detect(corpus: Path, clip_ids: list[str], path: Path | None, fmt: str = "auto") -> tuple[str | None, object]:
+    """(layout, what to read) by the rules in the module docstring; (None, None) when there are no labels."""
+    if path is not None and not path.exists():
+        raise LabelError(f"{path}: no such label file or directory")
+    if fmt in PARSERS:
+        if path is not None:
+            raise ConfigError(f"--label-format {fmt} takes the labels from the clips' file names; drop --labels")
+        if not _named_like(fmt, clip_ids, at_least=1):
+            raise LabelError(f"{corpus}: no clip is named like a {fmt} clip (see docs/labels.md)")
+        return fmt, corpus
+    if path is not None and path.is_file():
+        if fmt not in ("auto", "csv"):
+            raise ConfigError(f"{path}: --label-format {fmt} reads a directory, not one file")
+        return "csv", path
+    root = path if path is not None else corpus
+    for layout in _LOCATORS:
+        if fmt in ("auto", layout):
+            found = _LOCATORS[layout](root)
+            if found:
+                return layout, found
+            if fmt == layout:
+                raise LabelError(f"{root}: no {layout} annotations found ({_LOOKED_FOR[layout]})")
+    if path is not None:
+        raise LabelError(f"{path}: no annotations found ({'; '.join(_LOOKED_FOR.values())})")
+    for layout in PARSERS:
+        if _named_like(layout, clip_ids, at_least=len(clip_ids) // 2 + 1):
+            return layout, corpus
+    return None, None
+
+
+def _find_csv(root: Path) -> Path | None:
+    p = root / LABELS_FILE
+    return p if p.is_file() else None
+
+
+def _find_dimtables(root: Path) -> dict[str, Path] | None:
+    if not root.is_dir():
+        return None
+    found = {p.stem.lower(): p for p in root.iterdir() if p.is_file() and p.name.lower() in _DIM_FILES}
+    return found or None
+
+
+def _find_dimension_dirs(root: Path) -> dict[str, Path] | None:
+    found: dict[str, list[Path]] = {}
+    for d, _, files in _walk(root, _DIM_DIR_DEPTH):
+        if d.name.lower() in DIMENSIONS and any(f.lower().endswith(RATER_SUFFIXES) for f in files):
+            found.setdefault(d.name.lower(), []).append(d)
+    for dim, dirs in found.items():
+        if len(dirs) > 1:
+            listed = ", ".join(str(x.relative_to(root)) for x in dirs[:4])
+            raise LabelError(f"{root}: several {dim} annotation directories ({listed}); choose one with --labels DIR")
+    return {dim: dirs[0] for dim, dirs in found.items()} or None
+
+
+def _find_affwild(root: Path) -> list[Path] | None:
+    found = []
+    for d, _, files in _walk(root, None):
+        for f in files:
+            if f.lower().endswith(".txt") and _first_line(d / f) == AFFWILD_HEADER:
+                found.append(d / f)
+    return sorted(found) or None
+
+
+_DIM_FILES = {f"{d}.csv" for d in DIMENSIONS}
+_LOCATORS = {"csv": _find_csv, "dimtables": _find_dimtables, "multirater": _find_dimension_dirs,
+             "affwild": _find_affwild}  # fmt: skip
+_LOOKED_FOR = {
+    "csv": f"looked for {LABELS_FILE}",
+    "dimtables": "looked for arousal.csv and valence.csv",
+    "multirater": "looked for arousal/ and valence/ directories of .csv or .arff files",
+    "affwild": f".txt files starting with the line {AFFWILD_HEADER}",
+}
+
+
+def _walk(root: Path, max_depth: int | None):
+    """(directory, subdirectory names, file names) below ``root``, sorted, hidden entries skipped."""
+    if not root.is_dir():
+        return
+    for d, dirs, files in os.walk(root):
+        here = Path(d)
+        depth = len(here.relative_to(root).parts)
+        dirs[:] = sorted(x for x in dirs if not x.startswith(".")) if max_depth is None or depth < max_depth else []
+        yield here, dirs, sorted(f for f in files if not f.startswith("."))
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            return f.readline().strip().replace(" ", "").lower()
+    except OSError:
+        return ""
+
+
+def _named_like(layout: str, clip_ids: list[str], at_least: int) -> bool:
+    parse = PARSERS[layout]
+    return sum(parse(c.rsplit("/", 1)[-1]) is not None for c in clip_ids) >= max(1, at_least)
+
+
+# ------------------------------------------------------------------------------------------------------ matching
+def match_clips(keys, clip_ids: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Annotation names -> the clips they label (by id, else by file stem), and the names that label none."""
+    ids = set(clip_ids)
+    by_stem: dict[str, list[str]] = {}
+    for c in clip_ids:
+        by_stem.setdefault(c.rsplit("/", 1)[-1], []).append(c)
+    matched, unmatched = {}, []
+    for key in keys:
+        clips = [key] if key in ids else by_stem.get(key.rsplit("/", 1)[-1], [])
+        if clips:
+            matched[key] = clips
+        else:
+            unmatched.append(key)
+    return matched, unmatched
+
+
+def _note_list(where, what: str, names: list[str]) -> list[str]:
+    if not names:
+        return []
+    return [f"{where}: {len(names)} {what}: " + ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")]
+
+
+def _require_both(where, found: dict) -> None:
+    missing = [d for d in DIMENSIONS if d not in found]
+    if missing:
+        raise LabelError(
+            f"{where}: no {' or '.join(missing)} annotations next to the {', '.join(found)} ones; mmemo trains "
+            f"valence and arousal together and needs both"
+        )
+
+
+def _one_dimension_notes(where, per_dim: dict[str, dict]) -> tuple[set, list[str]]:
+    """Clips labelled in both dimensions, and a note for those labelled in one only."""
+    both = set(per_dim[DIMENSIONS[0]]) & set(per_dim[DIMENSIONS[1]])
+    notes = []
+    for d, other in (DIMENSIONS, DIMENSIONS[::-1]):
+        only = sorted(set(per_dim[d]) - both)
+        notes += _note_list(where, f"clip(s) have {d} but no {other} annotation (left unlabelled)", only)
+    return both, notes
+
+
+# ----------------------------------------------------------------------------------------------------- dimtables
+def read_dimtables(files: dict[str, Path], clip_ids: list[str]) -> LabelTable:
+    """``arousal.csv`` + ``valence.csv`` (``file,value``, no header) -> a per-clip table."""
+    root = next(iter(files.values())).parent
+    _require_both(root, files)
+    per_dim, notes = {}, []
+    for d in DIMENSIONS:
+        values = _read_dim_table(files[d], d)
+        matched, unmatched = match_clips(values, clip_ids)
+        notes += _note_list(files[d], "entries name no clip of the corpus", unmatched)
+        per_dim[d] = {c: values[key] for key, clips in matched.items() for c in clips}
+    both, more = _one_dimension_notes(root, per_dim)
+    rows = pd.DataFrame(
+        {"clip": sorted(both), **{d: [per_dim[d][c] for c in sorted(both)] for d in DIMENSIONS}},
+        columns=["clip", *DIMENSIONS],
+    ).astype({d: float for d in DIMENSIONS})
+    return LabelTable(root, "clip", rows, layout="dimtables", notes=notes + more)
+
+
+def _read_dim_table(path: Path, dim: str) -> dict[str, float]:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelError(f"{path}: cannot read ({e})") from None
+    values: dict[str, float] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 2 or not cells[0]:
+            raise LabelError(f"{path}:{n}: expected file,value; found {line.strip()!r}")
+        try:
+            value = float(cells[1])
+        except ValueError:
+            if n == 1 and cells[1].lower() in (dim, "value"):  # a header after all
+                continue
+            raise LabelError(f"{path}:{n}: value {cells[1]!r} is not a number") from None
+        key = normalise_clip_id(cells[0])
+        if key in values:
+            raise LabelError(f"{path}:{n}: {cells[0]!r} is listed twice")
+        values[key] = value
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------- multirater
+def read_multirater(dirs: dict[str, Path], clip_ids: list[str], *, gold: str = "mean") -> LabelTable:
+    """``arousal/`` + ``valence/`` rater files -> a time-continuous gold standard per clip."""
+    root = Path(os.path.commonpath([str(p) for p in dirs.values()]))
+    _require_both(root, dirs)
+    per_dim, notes = {}, []
+    for d in DIMENSIONS:
+        traces = _gold_traces(dirs[d], gold, notes)
+        matched, unmatched = match_clips(traces, clip_ids)
+        notes += _note_list(dirs[d], "annotated instance(s) match no clip of the corpus", unmatched)
+        per_dim[d] = {c: traces[key] for key, clips in matched.items() for c in clips}
+    both, more = _one_dimension_notes(root, per_dim)
+    frames = [_merge_dimensions(c, per_dim["valence"][c], per_dim["arousal"][c]) for c in sorted(both)]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["clip", "time", *DIMENSIONS])
+    return LabelTable(root, "continuous", rows, layout="multirater", notes=notes + more)
+
+
+def _gold_traces(directory: Path, gold: str, notes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """instance name -> (times, gold standard) for every rater file below ``directory``."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    origin: dict[str, Path] = {}
+    for d, _, files in _walk(directory, None):
+        for f in files:
+            if not f.lower().endswith(RATER_SUFFIXES):
+                continue
+            for trace in read_rater_file(d / f):
+                if trace.key in out:
+                    raise LabelError(f"{d / f}: annotates {trace.key!r} again (already in {origin[trace.key]})")
+                values, _ = gold_standard(trace.ratings, gold)
+                if gold == "ewe" and not (ewe_weights(trace.ratings) > 0).any():
+                    notes.append(f"{d / f}: no rater of {trace.key} agrees with the others; used their mean")
+                out[trace.key], origin[trace.key] = (trace.time, values), d / f
+    return out
+
+
+def _merge_dimensions(clip: str, valence: tuple, arousal: tuple) -> pd.DataFrame:
+    """Both dimensions on one time column (the union of their times, each interpolated, never extrapolated)."""
+    (tv, v), (ta, a) = valence, arousal
+    if not np.array_equal(tv, ta):
+        t = np.union1d(tv, ta)
+        v, a = _interpolate(tv, v, t).astype(np.float64), _interpolate(ta, a, t).astype(np.float64)
+        tv = t
+    return pd.DataFrame({"clip": clip, "time": tv, "valence": v, "arousal": a})
+
+
+def delay_labels(table: LabelTable, seconds: float) -> LabelTable:
+    """Shift time-continuous labels back by ``seconds``: the label at time t + d goes to media time t."""
+    if table.kind != "continuous":
+        raise ConfigError(f"--annotation-delay applies to time-continuous labels; {table.path} holds {table.kind}")
+    rows = table.rows.copy()
+    rows["time"] = rows["time"] - float(seconds)
+    return LabelTable(table.path, table.kind, rows, layout=table.layout, notes=table.notes)
+
+
+# ------------------------------------------------------------------------------------------------------- affwild
+def read_affwild(files: list[Path], clip_ids: list[str]) -> LabelTable:
+    """Aff-Wild2 per-frame files -> a per-native-frame table (``clip,frame,valence,arousal``, NaN where -5)."""
+    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    by_key: dict[str, Path] = {}
+    for f in files:
+        if f.stem in by_key:
+            raise LabelError(f"{f}: annotates {f.stem!r} again (already in {by_key[f.stem]})")
+        by_key[f.stem] = f
+    matched, unmatched = match_clips(by_key, clip_ids)
+    notes = _note_list(root, "annotation file(s) match no clip of the corpus", [str(by_key[k]) for k in unmatched])
+    frames = []
+    for key, clips in matched.items():
+        values = _read_affwild_file(by_key[key])
+        for c in clips:
+            frames.append(pd.DataFrame({"clip": c, "frame": np.arange(len(values)), "valence": values[:, 0],
+                                        "arousal": values[:, 1]}))  # fmt: skip
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["clip", "frame", *DIMENSIONS])
+    rows = rows.sort_values(["clip", "frame"], kind="stable").reset_index(drop=True)
+    return LabelTable(root, "frames", rows, layout="affwild", notes=notes)
+
+
+def _read_affwild_file(path: Path) -> np.ndarray:
+    """(n_frames, 2) valence, arousal; NaN where the file says -5 (unannotated)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelError(f"{path}: cannot read ({e})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    out = np.empty((max(0, len(lines) - 1), 2), np.float64)
+    for n, line in enumerate(lines[1:], 2):
+        cells = line.split(",")
+        try:
+            v, a = (float(c) for c in cells) if len(cells) == 2 else (None, None)
+        except ValueError:
+            v = None
+        if v is None:
+            raise LabelError(f"{path}:{n}: expected valence,arousal (two numbers); found {line.strip()!r}")
+        for name, x in (("valence", v), ("arousal", a)):
+            if x != AFFWILD_UNANNOTATED and not -1 <= x <= 1:
+                raise LabelError(f"{path}:{n}: {name} {x:g} is outside [-1, 1] (and not -5, unannotated)")
+        out[n - 2] = (v, a)
+    out[out == AFFWILD_UNANNOTATED] = np.nan
+    return out
