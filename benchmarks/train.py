@@ -423,6 +423,7 @@ def main() -> None:
     ap.add_argument("--gpu-warmup", type=int, default=3, help="GPU warm-up steps (not timed)")
     ap.add_argument("--slow", type=float, default=60.0, help="median default step (s) above which batch 2 is added")
     ap.add_argument("--skip-build", action="store_true", help="use the cached corpus; fail if it is missing")
+    ap.add_argument("--no-cpu-steps", action="store_true", help="skip the CPU training steps (on a GPU machine)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: one measurement in a fresh process
     args = ap.parse_args()
     args.work = args.work.resolve()
@@ -439,7 +440,7 @@ def main() -> None:
     corpus = describe(features, built_s)
 
     loader = bench_loader(args, [int(w) for w in args.workers.split(",") if w.strip()])
-    cpu = bench_steps(args, cuda=False)
+    cpu = [] if args.no_cpu_steps else bench_steps(args, cuda=False)
     say("\n## 4. Peak memory\n")
     say("max RSS (ru_maxrss, RUSAGE_SELF) of each child process, printed on its line above; in short:")
     for r in cpu:

@@ -254,11 +254,25 @@ def _print_summary(summary) -> None:
 @click.option("--heads", type=click.IntRange(1, None), default=8, show_default=True)
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option(
+    "--folds", type=click.IntRange(2, None),
+    help="K-fold cross-validation with groups kept whole (--group-by, or the labels' speaker column); "
+    "RUN_DIR gets every fold's run, folds.csv, results.json and results.md.",
+)  # fmt: skip
+@click.option("--seeds", type=click.IntRange(1, None), default=1, show_default=True, help="--folds: repetitions.")
+@click.option(
+    "--target", type=click.Choice(["auto", "frame", "clip"]), default="auto", show_default=True,
+    help="Loss on every labelled frame, or on each clip's mean (auto: clip when every clip is labelled per clip).",
+)  # fmt: skip
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int, batch_size: int, lr: float,
           loss: str, patience: int, group_by: str | None, val_fraction: float, seed: int, workers: int,
           no_augment: bool, max_seq_len: int, hidden: int, layers: int, heads: int, dropout: float,
-          quiet: bool) -> None:  # fmt: skip
-    """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`)."""
+          quiet: bool, folds: int | None, seeds: int, target: str) -> None:  # fmt: skip
+    """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
+
+    With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
+    training mean, ridge regression on clip statistics) on the same folds.
+    """
     from mmemo.config import TrainConfig
     from mmemo.pipeline.train import Trainer
 
@@ -267,8 +281,15 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     try:
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
                           group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
-                          augment=not no_augment, max_seq_len=max_seq_len)  # fmt: skip
+                          augment=not no_augment, max_seq_len=max_seq_len, target=target)  # fmt: skip
         model = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
+        if folds is not None:
+            from mmemo.pipeline.crossval import cross_validate, format_markdown
+
+            summary = cross_validate(features_dir, run_dir or resume_dir, cfg, model, folds=folds, seeds=seeds,
+                                     log=click.echo, progress=not quiet)  # fmt: skip
+            click.echo(format_markdown(summary))
+            return
         trainer = Trainer(features_dir, run_dir or resume_dir, cfg, model, resume=resume_dir is not None,
                           log=click.echo, progress=not quiet)  # fmt: skip
         try:

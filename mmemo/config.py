@@ -158,8 +158,14 @@ class TrainConfig(_Serialisable):
     workers: int = 2
     augment: bool = True
     max_seq_len: int = 1000  # rows per training window (40 s at 25 fps)
+    # What the loss compares: "frame" (every labelled row), "clip" (each window's mean prediction against its mean
+    # label: for corpora labelled per clip, where rows of one clip share one value), "auto" (clip when every
+    # training clip is labelled per clip, else frame).
+    target: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.target not in ("auto", "frame", "clip"):
+            raise ConfigError(f"target {self.target!r} is not one of auto, frame, clip")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if not 0 < self.val_fraction < 1:

@@ -25,7 +25,8 @@ def ccc(x: np.ndarray, y: np.ndarray, ddof: int = 0) -> float:
     if n < 2:
         return float("nan")
     mx, my = x.mean(), y.mean()
-    cov = ((x - mx) * (y - my)).sum() / (n - ddof)
+    # A constant (up to rounding) side has no covariance with anything: exactly 0, not 1e-17.
+    cov = 0.0 if _flat(x) or _flat(y) else ((x - mx) * (y - my)).sum() / (n - ddof)
     vx, vy = x.var(ddof=ddof), y.var(ddof=ddof)
     denom = vx + vy + (mx - my) ** 2
     return float(2 * cov / denom) if denom > 0 else float("nan")
@@ -34,9 +35,14 @@ def ccc(x: np.ndarray, y: np.ndarray, ddof: int = 0) -> float:
 def pcc(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation; NaN when either side is constant."""
     x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
+    # "Constant" up to rounding: the mean of n equal floats need not be bit-equal to them.
+    if x.size < 2 or _flat(x) or _flat(y):
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
+
+
+def _flat(x: np.ndarray) -> bool:
+    return bool(x.std() <= 1e-9 * max(1.0, float(np.abs(x).max())))
 
 
 def rmse(x: np.ndarray, y: np.ndarray) -> float:

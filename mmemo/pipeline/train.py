@@ -20,7 +20,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from mmemo.data.labels import normalise_clip_id
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.features.audio import feature_dims
 from mmemo.model.multimodal import MultiModalTransformer
-from mmemo.pipeline.metrics import evaluate
+from mmemo.pipeline.metrics import ccc, evaluate
 
 DIMS = ("valence", "arousal")
 CHECKPOINT_VERSION = 1
@@ -49,6 +49,7 @@ class Corpus:
     extract_cfg: ExtractConfig
     has_video: bool
     labels_path: Path | None
+    label_kinds: dict[str, str] = field(default_factory=dict)  # clip id -> "clip" or "continuous"
 
 
 def load_corpus(features_dir: str | os.PathLike) -> Corpus:
@@ -68,6 +69,7 @@ def load_corpus(features_dir: str | os.PathLike) -> Corpus:
         ExtractConfig.from_dict(record["config"]),
         bool(ok["modalities"].str.contains("video").any()),
         Path(record["labels"]) if record.get("labels") else None,
+        dict(zip(ok["clip"], ok["labels"], strict=True)),
     )
 
 
@@ -111,6 +113,13 @@ def masked_ccc(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     cov = (dp * dt).sum((0, 1)) / n
     vp, vt = (dp**2).sum((0, 1)) / n, (dt**2).sum((0, 1)) / n
     return 2 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)
+
+
+def clip_means(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple:
+    """(B, T, K), (B, T, K), (B, T) -> masked means over time as (B, 1, K), (B, 1, K), (B, 1)."""
+    w = mask.to(pred.dtype)[..., None]
+    n = w.sum(1, keepdim=True).clamp_min(1.0)
+    return (pred * w).sum(1, keepdim=True) / n, (target * w).sum(1, keepdim=True) / n, mask.any(1, keepdim=True)
 
 
 def loss_fn(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -194,7 +203,11 @@ class Trainer:
         resume: bool = False,
         log: Callable[[str], None] = print,
         progress: bool = True,
+        clips: tuple[list[ClipRef], list[ClipRef]] | None = None,
+        plots: bool = True,
     ) -> None:
+        """``clips``: an explicit (train, validation) split (cross-validation) instead of ``split``'s;
+        ``plots``: draw learning_curves.png / val_traces.png after every epoch."""
         self.rank, self.world, local = _init_distributed()
         self.is_main = self.rank == 0
         self.run_dir, self.progress = Path(run_dir), progress and self.rank == 0
@@ -212,7 +225,10 @@ class Trainer:
         self.cfg = cfg
         seed_everything(cfg.seed)
         self.corpus = load_corpus(features_dir)
-        self.train_clips, self.val_clips = split(self.corpus, cfg)
+        self.train_clips, self.val_clips = clips if clips is not None else split(self.corpus, cfg)
+        self.plots = plots
+        kinds = {self.corpus.label_kinds.get(c.clip_id) for c in self.train_clips}
+        self.target = cfg.target if cfg.target != "auto" else ("clip" if kinds == {"clip"} else "frame")
         ecfg = self.corpus.extract_cfg
         self.feature_names = list(ecfg.features)
         if ckpt is not None:
@@ -321,7 +337,10 @@ class Trainer:
         b = to_device(batch, self.device)
         with self._autocast():
             pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
-        loss = loss_fn(pred.float(), b["labels"], b["label_mask"], self.cfg)
+        pred, labels, mask = pred.float(), b["labels"], b["label_mask"]
+        if self.target == "clip":  # one value per window: its mean prediction against its mean label
+            pred, labels, mask = clip_means(pred, labels, mask)
+        loss = loss_fn(pred, labels, mask, self.cfg)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -406,6 +425,10 @@ class Trainer:
             r = evaluate([v["pred"][v["mask"], k] for v in preds.values()],
                          [v["labels"][v["mask"], k] for v in preds.values()])  # fmt: skip
             metrics.update({f"{dim}_{name}": value for name, value in r.items()})
+            if self.target == "clip":  # the score the loss works for: each clip's mean against its label
+                p_, t_ = zip(*[(v["pred"][v["mask"], k].mean(), v["labels"][v["mask"], k].mean())
+                               for v in preds.values() if v["mask"].any()], strict=True)  # fmt: skip
+                metrics[f"{dim}_ccc_of_means"] = ccc(np.array(p_), np.array(t_))
         return val_loss, metrics, preds
 
     def fit(self, stop_after: int | None = None) -> pd.DataFrame:
@@ -423,7 +446,8 @@ class Trainer:
             train_loss = self.train_epoch()
             val_loss, metrics, preds = self.validate()
             self.epoch += 1
-            score = float(np.nanmean([metrics["valence_ccc"], metrics["arousal_ccc"]]))
+            key = "ccc_of_means" if self.target == "clip" else "ccc"
+            score = float(np.nanmean([metrics[f"valence_{key}"], metrics[f"arousal_{key}"]]))
             improved = score > self.best  # CCC: higher is better
             if improved:
                 self.best, self.bad_epochs = score, 0
@@ -439,7 +463,8 @@ class Trainer:
                 if improved:
                     _atomic_save(ckpt, self.run_dir / "best.pt")
                 self.log(format_row(row, header=header or first, best=improved))
-                self._plots(pd.read_csv(history_path), preds)
+                if self.plots:
+                    self._plots(pd.read_csv(history_path), preds)
             first = False
             self._barrier()
         if self.bad_epochs >= self.cfg.patience:

@@ -1,0 +1,290 @@
+"""`mmemo train --folds K --seeds S`: the field's protocol, grouped K-fold cross-validation repeated over seeds.
+
+Folds: the clips' groups (``--group-by COLUMN``; by default the label table's ``speaker`` column when it has one,
+else every clip is its own group) are shuffled with the seed and dealt, largest first, to the fold with the fewest
+clips, so folds are balanced and **a group never straddles two folds** (subject-independent when the groups are
+speakers). Each seed repeats the whole protocol with another shuffle and another model initialisation.
+
+In each fold the transformer trains on the other folds, holding ``val_fraction`` of their groups out for early
+stopping (the test fold is never looked at until the best checkpoint is chosen), then predicts the test fold's
+clips through ``prepare_inputs`` + ``infer``, the path of ``mmemo predict`` and ``mmemo evaluate``. Two reference
+baselines are scored on the very same folds:
+
+- **training mean**: every test frame gets the mean label of the training clips. A constant prediction has no
+  covariance with the truth, so its CCC is 0 by construction: the floor a model must clear.
+- **ridge**: ridge regression on clip-level statistics (mean and standard deviation over the clip's rows of every
+  audio feature column, and of 4x4 RGB thumbnails of the frames when there is video), standardised on the
+  training clips, the penalty chosen from a grid by leave-one-out error on the training clips (closed form).
+
+Scores: for corpora labelled per clip, one value per clip (the mean of the model's frame predictions against the
+clip's label); for time-continuous labels, pooled over all labelled frames of the fold. CCC, PCC and RMSE per
+dimension, per fold and seed (``folds.csv``), summarised as mean +- std over all folds x seeds
+(``results.json``, ``results.md``). Every fold's run directory is kept (``seed<S>/fold<K>/``); a fold whose
+``result.json`` exists is not trained again, so an interrupted cross-validation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmemo.config import TrainConfig
+from mmemo.data.dataset import ClipRef, pool_frames
+from mmemo.data.labels import normalise_clip_id
+from mmemo.data.shards import read_clip
+from mmemo.errors import ConfigError
+from mmemo.pipeline.metrics import ccc, pcc, rmse
+from mmemo.pipeline.train import DIMS, Corpus, Trainer, load_corpus, split
+
+MODELS = ("transformer", "ridge", "mean")
+RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 5))
+
+
+# ---------------------------------------------------------------------------------------------------- folds
+def group_keys(corpus: Corpus, group_by: str | None) -> tuple[list[str], str | None]:
+    """Each clip's group (its id when there is no group column) and the column used."""
+    ids = [c.clip_id for c in corpus.clips]
+    table = None
+    if corpus.labels_path is not None and Path(corpus.labels_path).exists():
+        table = pd.read_csv(corpus.labels_path, dtype=str, keep_default_na=False)
+    column = group_by
+    if column is None and table is not None and "speaker" in table.columns:
+        column = "speaker"
+    if column is None:
+        return ids, None
+    if table is None or column not in table.columns:
+        raise ConfigError(f"--group-by {column}: the label table has no such column")
+    table["clip"] = table["clip"].map(normalise_clip_id)
+    group_of = dict(zip(table["clip"], table[column], strict=False))
+    missing = [i for i in ids if i not in group_of]
+    if missing:
+        raise ConfigError(f"{corpus.labels_path}: clip(s) without a {column}: {', '.join(missing[:5])}")
+    return [group_of[i] for i in ids], column
+
+
+def grouped_folds(keys: list[str], k: int, seed: int) -> list[list[int]]:
+    """``k`` lists of clip indices; clips of one group always land in the same list. Balanced by clip count."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    if k < 2:
+        raise ConfigError(f"--folds {k}: cross-validation needs at least 2 folds")
+    if len(groups) < k:
+        raise ConfigError(f"--folds {k}: only {len(groups)} group(s) to deal out; use at most {len(groups)} folds")
+    names = sorted(groups)
+    random.Random(seed).shuffle(names)
+    names.sort(key=lambda g: -len(groups[g]))  # stable: equal sizes keep the seeded order
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for g in names:
+        min(folds, key=len).extend(groups[g])
+    return [sorted(f) for f in folds]
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+def clip_statistics(ref: ClipRef, feature_names: list[str], video: bool) -> np.ndarray:
+    """(F,) mean and std over the clip's rows of each audio feature column (+ 4x4 RGB thumbnails of frames)."""
+    clip = read_clip(ref.path, frames=video)
+    parts = []
+    if clip.features:
+        x = np.concatenate([clip.features[n] for n in feature_names], axis=1).astype(np.float64)
+        m = clip.audio_mask if clip.audio_mask is not None and clip.audio_mask.any() else np.ones(len(x), bool)
+        parts += [x[m].mean(0), x[m].std(0)]
+    if video and clip.frames is not None:
+        f = pool_frames(clip.frames, 4).reshape(len(clip.frames), -1).astype(np.float64) / 255.0
+        m = clip.video_mask if clip.video_mask is not None and clip.video_mask.any() else np.ones(len(f), bool)
+        parts += [f[m].mean(0), f[m].std(0)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def ridge_fit(X: np.ndarray, Y: np.ndarray, alphas=RIDGE_ALPHAS) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ridge regression of Y (n, K) on X (n, F) with intercept; the penalty by leave-one-out squared error.
+
+    X is standardised inside (the returned weights apply to raw X). Closed form through the SVD of the centred,
+    scaled X = U S V^T: hat matrix H = U diag(s^2 / (s^2 + a)) U^T, leave-one-out residual e_i / (1 - H_ii).
+
+    Returns:
+        (W (F, K), b (K,), alpha) such that ``X @ W + b`` predicts Y.
+    """
+    mu, sd = X.mean(0), X.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    Z = (X - mu) / sd
+    ym = Y.mean(0)
+    Yc = Y - ym
+    U, s, Vt = np.linalg.svd(Z, full_matrices=False)
+    UtY = U.T @ Yc
+    best = (np.inf, alphas[0])
+    for a in alphas:
+        d = s**2 / (s**2 + a)
+        fitted = U @ (d[:, None] * UtY)
+        h = np.einsum("ij,j,ij->i", U, d, U)  # diag(H)
+        # Centring costs one degree of freedom: with the intercept, H_ii gains 1/n.
+        loo = (Yc - fitted) / (1.0 - h - 1.0 / len(Z))[:, None]
+        err = float(np.mean(loo**2))
+        if err < best[0]:
+            best = (err, a)
+    a = best[1]
+    Wz = Vt.T @ ((s / (s**2 + a))[:, None] * UtY)  # (F, K) on the standardised scale
+    W = Wz / sd[:, None]
+    return W, ym - mu @ W, a
+
+
+# ---------------------------------------------------------------------------------------------------- scores
+def _targets(ref: ClipRef) -> tuple[np.ndarray, np.ndarray]:
+    c = read_clip(ref.path, frames=False)
+    return np.stack([c.valence, c.arousal], axis=1), c.label_mask.astype(bool)
+
+
+def score(preds: list[np.ndarray], truths: list[np.ndarray], masks: list[np.ndarray], level: str) -> dict:
+    """CCC, PCC, RMSE per dimension: per clip (frame mean vs the clip's label) or pooled over labelled frames."""
+    if level == "clip":
+        p = np.stack([x[m].mean(0) for x, m in zip(preds, masks, strict=True)])
+        t = np.stack([y[m].mean(0) for y, m in zip(truths, masks, strict=True)])
+    else:
+        p = np.concatenate([x[m] for x, m in zip(preds, masks, strict=True)])
+        t = np.concatenate([y[m] for y, m in zip(truths, masks, strict=True)])
+    return {d: {"ccc": ccc(p[:, k], t[:, k]), "pcc": pcc(p[:, k], t[:, k]), "rmse": rmse(p[:, k], t[:, k])}
+            for k, d in enumerate(DIMS)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------- protocol
+def cross_validate(
+    features_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    model_overrides: dict | None = None,
+    *,
+    folds: int = 5,
+    seeds: int = 1,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict:
+    """Run the protocol of the module docstring; returns the summary written to ``out_dir/results.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = load_corpus(features_dir)
+    keys, column = group_keys(corpus, cfg.group_by)
+    manifest = pd.read_csv(Path(features_dir) / "manifest.csv", keep_default_na=False).set_index("clip")
+    level = "clip" if all(manifest.loc[c.clip_id, "labels"] == "clip" for c in corpus.clips) else "frame"
+    names = list(corpus.extract_cfg.features)
+    stats = np.stack([clip_statistics(c, names, corpus.has_video) for c in corpus.clips])
+    targets = [_targets(c) for c in corpus.clips]
+    log(
+        f"{folds}-fold cross-validation x {seeds} seed(s) on {len(corpus.clips)} clips, "
+        + (f"grouped by {column} ({len(set(keys))} groups)" if column else "each clip its own group")
+        + f"; scored per {level}"
+    )
+    rows = []
+    for s in range(seeds):
+        seed = cfg.seed + s
+        for k, test_idx in enumerate(grouped_folds(keys, folds, seed)):
+            fold_dir = out / f"seed{seed}" / f"fold{k}"
+            done = fold_dir / "result.json"
+            if done.exists():
+                rows += json.loads(done.read_text())
+                log(f"seed {seed} fold {k}: done before ({done})")
+                continue
+            fold_cfg = dataclasses.replace(cfg, seed=seed, group_by=column)
+            data = _Data(corpus, stats, targets, level)
+            fold_rows = _run_fold(features_dir, fold_dir, fold_cfg, model_overrides, data, test_idx, progress)
+            done.write_text(json.dumps(fold_rows, indent=1) + "\n")
+            rows += fold_rows
+            c = {(r["model"], r["dimension"]): r["ccc"] for r in fold_rows}
+            log(
+                f"seed {seed} fold {k}: {len(test_idx)} test clips; CCC valence {c['transformer', 'valence']:.3f} / "
+                f"arousal {c['transformer', 'arousal']:.3f} (ridge {c['ridge', 'valence']:.3f} / "
+                f"{c['ridge', 'arousal']:.3f}); run in {fold_dir}"
+            )
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "folds.csv", index=False)
+    summary = summarise(table, folds=folds, seeds=seeds, level=level, group=column, n_clips=len(corpus.clips))
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "results.md").write_text(format_markdown(summary) + "\n")
+    return summary
+
+
+@dataclasses.dataclass
+class _Data:
+    corpus: Corpus
+    stats: np.ndarray  # (N, F) clip statistics for the ridge baseline
+    targets: list[tuple[np.ndarray, np.ndarray]]  # per clip: labels (T, 2), label mask (T,)
+    level: str  # "clip" or "frame"
+
+
+def _run_fold(features_dir, fold_dir: Path, cfg: TrainConfig, model_overrides: dict | None, data: _Data,
+              test_idx: list[int], progress: bool) -> list[dict]:  # fmt: skip
+    """Train on the other folds (early stopping on a grouped share of them), score the three models on this one."""
+    from mmemo.pipeline.evaluate import predict_shard
+    from mmemo.pipeline.predict import load_run
+
+    clips, targets = data.corpus.clips, data.targets
+    test = set(test_idx)
+    train_idx = [i for i in range(len(clips)) if i not in test]
+    train, val = split(dataclasses.replace(data.corpus, clips=[clips[i] for i in train_idx]), cfg)
+    trainer = Trainer(features_dir, fold_dir, cfg, model_overrides, log=lambda m: None, progress=progress,
+                      clips=(train, val), plots=False)  # fmt: skip
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    run = load_run(fold_dir)  # its best.pt: the epoch chosen on the validation share, never on the test fold
+    labelled = [targets[i][0][targets[i][1]] for i in train_idx]
+    mean = np.concatenate(labelled).mean(0)
+    W, b, alpha = ridge_fit(data.stats[train_idx], np.stack([y.mean(0) for y in labelled]))
+    preds = {
+        "transformer": [predict_shard(run, clips[i].path).pred for i in test_idx],
+        "ridge": [np.broadcast_to(data.stats[i] @ W + b, targets[i][0].shape) for i in test_idx],
+        "mean": [np.broadcast_to(mean, targets[i][0].shape) for i in test_idx],
+    }
+    rows = []
+    for model in MODELS:
+        sc = score(preds[model], [targets[i][0] for i in test_idx], [targets[i][1] for i in test_idx], data.level)
+        rows += [{"seed": cfg.seed, "fold": int(fold_dir.name[4:]), "model": model, "dimension": d, **sc[d],
+                  "test_clips": len(test_idx), "train_clips": len(train), "val_clips": len(val),
+                  "ridge_alpha": alpha} for d in DIMS]  # fmt: skip
+    return rows
+
+
+def summarise(table: pd.DataFrame, **info) -> dict:
+    """mean and std (over folds x seeds) of each metric, per model and dimension."""
+    result: dict = {**info, "models": {}}
+    for model in MODELS:
+        sub = table[table["model"] == model]
+        per_dim = {d: sub[sub["dimension"] == d] for d in DIMS}
+        result["models"][model] = {
+            d: {m: {"mean": _r(x[m].mean()), "std": _r(x[m].std(ddof=0))} for m in ("ccc", "pcc", "rmse")}
+            for d, x in per_dim.items()
+        }
+    return result
+
+
+def _r(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 4)
+
+
+def format_markdown(summary: dict) -> str:
+    """| model | valence CCC | PCC | RMSE | arousal CCC | PCC | RMSE | with mean +- std cells."""
+    label = {"transformer": "mmemo transformer", "ridge": "ridge on clip statistics", "mean": "training mean"}
+    head = "| model | " + " | ".join(f"{d} {m.upper()}" for d in DIMS for m in ("ccc", "pcc", "rmse")) + " |"
+    lines = [
+        f"{summary['folds']}-fold cross-validation x {summary['seeds']} seed(s), {summary['n_clips']} clips, "
+        + (f"grouped by {summary['group']}" if summary["group"] else "clips as groups")
+        + f", scored per {summary['level']}; mean +- std over folds x seeds",
+        "",
+        head,
+        "|---" * 7 + "|",
+    ]
+    for model, dims in summary["models"].items():
+        cells = []
+        for d in DIMS:
+            for m in ("ccc", "pcc", "rmse"):
+                v = dims[d][m]
+                cells.append("n/a" if v["mean"] is None else f"{v['mean']:.3f} +- {v['std'] or 0:.3f}")
+        lines.append(f"| {label[model]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
