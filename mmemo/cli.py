@@ -7,6 +7,7 @@ extracted all the same; the failures are listed in FEATURES_DIR/errors.csv); 2 f
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -474,6 +475,34 @@ def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path |
         click.echo(f"{len(ev.results)} clips, {n} labelled frames ({n / ev.fps:.1f} s)")
         click.echo(format_table(ev.metrics))
     _err(f"metrics.json, clips.csv, scatter.png, traces.png in {out}")
+
+
+@main.command(name="export")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True)
+@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+@click.option(
+    "--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write (default RUN_DIR/best.torchscript.pt or RUN_DIR/best.onnx); a sidecar JSON goes beside it.",
+)  # fmt: skip
+def export_cmd(run_dir: Path, fmt: str, checkpoint: str, out_path: Path | None) -> None:
+    """Write the run's model as a standalone TorchScript or ONNX file that runs without mmemo.
+
+    The file takes raw features and uint8 frames (standardisation is inside); the sidecar JSON lists its inputs,
+    the feature order and the extraction settings. The export is loaded back and checked against PyTorch
+    (max abs difference < 1e-4) before it is put in place.
+    """
+    from mmemo.pipeline.export import export_run, sidecar_path
+
+    try:
+        path = export_run(run_dir, out_path, fmt, checkpoint)
+    except MmemoError as e:
+        raise _fail(e) from None
+    meta = json.loads(sidecar_path(path).read_text())
+    diff = (meta.get("check") or {}).get("max_abs_diff")
+    checked = f"; max abs difference from PyTorch {diff:.2e}" if diff is not None else "; not checked"
+    click.echo(f"{path} ({path.stat().st_size / 2**20:.1f} MiB){checked}")
+    click.echo(f"inputs and settings: {sidecar_path(path)}")
 
 
 @main.command()
