@@ -286,7 +286,8 @@ def test_export_cli_writes_a_checked_torchscript_file(trained, tmp_path):
     x = np.concatenate([clip.features[f["name"]] for f in meta["features"]], axis=1)[None, :40]
     frames = pool_frames(clip.frames[:40], run.model_cfg.video_size)[None]
     ones = torch.ones(1, 40, dtype=torch.bool)
-    y = torch.jit.load(str(out))(torch.from_numpy(x), torch.from_numpy(frames), ones, ones, ones).numpy()[0]
+    with torch.no_grad():
+        y = torch.jit.load(str(out))(torch.from_numpy(x), torch.from_numpy(frames), ones, ones, ones).numpy()[0]
     expected = infer(run, ((x[0] - run.mean) / run.std).astype(np.float32), frames[0], np.ones(40, bool),
                      np.ones(40, bool))  # fmt: skip
     np.testing.assert_allclose(y, expected, atol=1e-4)
