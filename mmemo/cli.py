@@ -250,10 +250,13 @@ def _print_summary(summary) -> None:
 @click.option("--workers", type=click.IntRange(0, None), default=2, show_default=True, help="DataLoader workers.")
 @click.option("--no-augment", is_flag=True, help="Train without on-the-fly augmentation.")
 @click.option("--max-seq-len", type=click.IntRange(8, None), default=1000, show_default=True)
-@click.option("--hidden", type=click.IntRange(8, None), default=256, show_default=True)
-@click.option("--layers", type=click.IntRange(1, None), default=4, show_default=True)
-@click.option("--heads", type=click.IntRange(1, None), default=8, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--hidden", type=click.IntRange(8, None), help="Model width [256; 64 for small corpora].")
+@click.option("--layers", type=click.IntRange(1, None), help="Encoder layers per modality [4; 2 for small corpora].")
+@click.option("--heads", type=click.IntRange(1, None), help="Attention heads [8; 4 for small corpora].")
+@click.option(
+    "--dropout", type=click.FloatRange(0, 1, max_open=True),
+    help="Dropout [0.1; 0.3 for small corpora: under an hour of labelled training media].",
+)  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option(
     "--folds", type=click.IntRange(2, None),
@@ -267,7 +270,8 @@ def _print_summary(summary) -> None:
 )  # fmt: skip
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int, batch_size: int, lr: float,
           loss: str, patience: int, group_by: str | None, val_fraction: float, seed: int, workers: int,
-          no_augment: bool, max_seq_len: int, hidden: int, layers: int, heads: int, dropout: float,
+          no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
+          dropout: float | None,
           quiet: bool, folds: int | None, seeds: int, target: str) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
@@ -283,7 +287,8 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
                           group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
                           augment=not no_augment, max_seq_len=max_seq_len, target=target)  # fmt: skip
-        model = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
+        given = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
+        model = {k: v for k, v in given.items() if v is not None}  # the rest: the Trainer's size rule
         if folds is not None:
             from mmemo.pipeline.crossval import cross_validate, format_markdown
 

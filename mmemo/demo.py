@@ -117,7 +117,7 @@ def make_demo_corpus(out: str | os.PathLike, n_clips: int = 12, seconds: float =
     return out
 
 
-DEMO_MODEL = {"hidden": 64, "layers": 2, "heads": 4}  # the demo's dozen clips need no 256-wide model
+DEMO_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.1}  # the dozen clips need no 256-wide model
 
 
 def run_demo(out: str | os.PathLike, *, n_clips: int = 12, jobs: int = 1, log: Callable[[str], None] = print):
