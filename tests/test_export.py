@@ -196,7 +196,7 @@ def test_errors_are_one_line(runs, tmp_path, monkeypatch):
 
 def test_a_failed_check_leaves_no_file(runs, tmp_path, monkeypatch):
     """An export that does not match PyTorch is refused, and neither it nor its partial file is left behind."""
-    monkeypatch.setattr(E, "_run_exported", lambda path, fmt, x: np.full((*x["pad_mask"].shape, 2), 9.0))
+    monkeypatch.setattr(E, "load_exported", lambda path, fmt: lambda x: np.full((*x["pad_mask"].shape, 2), 9.0))
     with pytest.raises(MmemoError, match="differs from the PyTorch model"):
         export_run(runs["audio"], tmp_path / "m.pt")
     assert list(tmp_path.iterdir()) == []

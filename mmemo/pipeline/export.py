@@ -193,16 +193,22 @@ def _onnx(module: _Exported, path: Path, meta: str) -> None:
     program.save(str(path), external_data=False)
 
 
-def _run_exported(path: Path, fmt: str, inputs: dict[str, torch.Tensor]) -> np.ndarray:
-    """Load an exported file the way a user would and run it."""
+def load_exported(path: Path, fmt: str):
+    """The exported file loaded the way a user would: a function of the input dict -> (B, T, 2) numpy."""
     if fmt == "torchscript":
-        with torch.no_grad(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
-            return torch.jit.load(str(path)).eval()(*inputs.values()).numpy()
+            module = torch.jit.load(str(path)).eval()
+
+        def run(inputs: dict[str, torch.Tensor]) -> np.ndarray:
+            with torch.no_grad():
+                return module(*inputs.values()).numpy()
+
+        return run
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run([OUTPUT_NAME], {k: v.numpy() for k, v in inputs.items()})[0]
+    return lambda inputs: sess.run([OUTPUT_NAME], {k: v.numpy() for k, v in inputs.items()})[0]
 
 
 def reference(model: MultiModalTransformer, mean, std, inputs: dict[str, torch.Tensor]) -> np.ndarray:
@@ -220,10 +226,10 @@ def check_export(path: Path, fmt: str, module: _Exported, mean, std, sizes=CHECK
     """Largest |exported - PyTorch| over random inputs of the given (B, T); None when onnxruntime is missing."""
     if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         return None
-    worst = 0.0
+    exported, worst = load_exported(path, fmt), 0.0
     for k, (B, T) in enumerate(sizes):
         inputs = example_inputs(module, B, T, seed=k)
-        diff = np.abs(_run_exported(path, fmt, inputs) - reference(module.model, mean, std, inputs))
+        diff = np.abs(exported(inputs) - reference(module.model, mean, std, inputs))
         worst = max(worst, float(diff.max()))
     return worst
 
