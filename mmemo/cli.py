@@ -231,7 +231,7 @@ def _print_summary(summary) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Continue the run in this directory from its last.pt (a killed run picks up where it stopped).",
 )
-@click.option("--epochs", type=click.IntRange(1, None), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, None), help="[30; 60 for small corpora: under an hour of media]")
 @click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, None), default=1e-3, show_default=True, help="OneCycle peak rate.")
 @click.option(
@@ -241,7 +241,7 @@ def _print_summary(summary) -> None:
     show_default=True,
     help="1 - CCC, MSE, or 0.7 (1 - CCC) + 0.3 MSE.",
 )
-@click.option("--patience", type=click.IntRange(1, None), default=8, show_default=True)
+@click.option("--patience", type=click.IntRange(1, None), help="Epochs without a better validation CCC [8; 15 small].")
 @click.option("--group-by", metavar="COLUMN", help="Labels-table column kept whole on one side of the split.")
 @click.option(
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True
@@ -268,9 +268,9 @@ def _print_summary(summary) -> None:
     "--target", type=click.Choice(["auto", "frame", "clip"]), default="auto", show_default=True,
     help="Loss on every labelled frame, or on each clip's mean (auto: clip when every clip is labelled per clip).",
 )  # fmt: skip
-def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int, batch_size: int, lr: float,
-          loss: str, patience: int, group_by: str | None, val_fraction: float, seed: int, workers: int,
-          no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
+def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int | None, batch_size: int,
+          lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float, seed: int,
+          workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
           dropout: float | None,
           quiet: bool, folds: int | None, seeds: int, target: str) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).

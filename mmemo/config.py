@@ -143,7 +143,7 @@ LOSSES = ("ccc", "mse", "mix")
 class TrainConfig(_Serialisable):
     """How `mmemo train` trains (saved in RUN_DIR/config.json and in every checkpoint)."""
 
-    epochs: int = 30
+    epochs: int | None = None  # None: 30, or 60 for small corpora (see SMALL_CORPUS_S in mmemo.pipeline.train)
     batch_size: int = 8
     lr: float = 1e-3  # OneCycleLR's peak learning rate
     weight_decay: float = 0.01
@@ -151,7 +151,7 @@ class TrainConfig(_Serialisable):
     loss: str = "mix"  # "ccc" (1 - CCC), "mse", or "mix": ccc_weight * (1 - CCC) + (1 - ccc_weight) * MSE
     ccc_weight: float = 0.7
     grad_clip: float = 1.0
-    patience: int = 8  # epochs without a better validation mean CCC before stopping
+    patience: int | None = None  # epochs without a better validation mean CCC before stopping; None: 8, or 15 small
     val_fraction: float = 0.2
     group_by: str | None = None  # labels-table column whose groups never straddle train and validation
     seed: int = 0
@@ -170,6 +170,6 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction {self.val_fraction} is not between 0 and 1")
-        for name in ("epochs", "batch_size", "max_seq_len"):
-            if getattr(self, name) < 1:
+        for name in ("epochs", "patience", "batch_size", "max_seq_len"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")

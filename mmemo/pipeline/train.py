@@ -13,6 +13,7 @@ model and optimiser state, scheduler, epoch, step, RNG states, the three configu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -227,10 +228,16 @@ class Trainer:
                 raise MmemoError(f"{self.run_dir}: no last.pt to resume from")
             ckpt = load_checkpoint(last)
             cfg = TrainConfig.from_dict(ckpt["train_config"])
-        self.cfg = cfg
         seed_everything(cfg.seed)
         self.corpus = load_corpus(features_dir)
         self.train_clips, self.val_clips = clips if clips is not None else split(self.corpus, cfg)
+        labelled_s = sum(c.n_frames for c in self.train_clips) / self.corpus.extract_cfg.fps
+        small = labelled_s < SMALL_CORPUS_S
+        # A small corpus makes a handful of steps an epoch: more epochs and more patience (validation is noisy).
+        cfg = dataclasses.replace(
+            cfg, epochs=cfg.epochs or (60 if small else 30), patience=cfg.patience or (15 if small else 8)
+        )
+        self.cfg = cfg
         self.plots = plots
         kinds = {self.corpus.label_kinds.get(c.clip_id) for c in self.train_clips}
         self.target = cfg.target if cfg.target != "auto" else ("clip" if kinds == {"clip"} else "frame")
@@ -243,13 +250,13 @@ class Trainer:
             self.mean, self.std = feature_stats(self.train_clips, self.feature_names)
             dims = sum(feature_dims(ecfg).values())
             base = {"audio_dim": dims, "video": self.corpus.has_video, "max_seq_len": cfg.max_seq_len}
-            labelled_s = sum(c.n_frames for c in self.train_clips) / ecfg.fps
-            size = SMALL_MODEL if labelled_s < SMALL_CORPUS_S else {}
+            size = SMALL_MODEL if small else {}
             self.model_cfg = ModelConfig.from_dict({**base, **size, **(model_overrides or {})})
             if size and set(size) - set(model_overrides or {}):
                 self.log(
                     f"{labelled_s / 60:.1f} min of training media (under {SMALL_CORPUS_S // 60} min): the small "
-                    f"model ({', '.join(f'{k} {v}' for k, v in size.items())}) unless given otherwise"
+                    f"model ({', '.join(f'{k} {v}' for k, v in size.items())}) unless given otherwise; "
+                    f"{cfg.epochs} epochs, patience {cfg.patience}"
                 )
         self.model = MultiModalTransformer(self.model_cfg).to(self.device)
         self.net = self.model  # what the training step calls: the DDP wrapper under torchrun
