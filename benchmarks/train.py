@@ -113,7 +113,7 @@ def describe(features: Path, built_s: float | None) -> dict:
     import pandas as pd
 
     from mmemo.config import TrainConfig
-    from mmemo.pipeline.train import load_corpus, split
+    from mmemo.pipeline.train import load_corpus, split, val_fraction
 
     cfg = TrainConfig()
     corpus = load_corpus(features)
@@ -143,7 +143,7 @@ def describe(features: Path, built_s: float | None) -> dict:
         f"({shard_mib / max(rows, 1) * 1024:.0f} KiB per row: 224x224 lzf frames + audio features)"
     )
     say(
-        f"Trainer split (val_fraction {cfg.val_fraction}, seed {cfg.seed}): {len(train)} training clips = "
+        f"Trainer split (val_fraction {val_fraction(corpus, cfg)}, seed {cfg.seed}): {len(train)} training clips = "
         f"{info['train_windows']} windows of {cfg.max_seq_len} rows per epoch, {len(val)} validation clips = "
         f"{info['val_windows']} windows"
     )

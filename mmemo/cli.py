@@ -244,8 +244,9 @@ def _print_summary(summary) -> None:
 @click.option("--patience", type=click.IntRange(1, None), help="Epochs without a better validation CCC [8; 15 small].")
 @click.option("--group-by", metavar="COLUMN", help="Labels-table column kept whole on one side of the split.")
 @click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True
-)
+    "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Share of groups held out for early stopping [0.2; 0.1 for small corpora].",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(0, None), default=2, show_default=True, help="DataLoader workers.")
 @click.option("--no-augment", is_flag=True, help="Train without on-the-fly augmentation.")
@@ -269,7 +270,7 @@ def _print_summary(summary) -> None:
     help="Loss on every labelled frame, or on each clip's mean (auto: clip when every clip is labelled per clip).",
 )  # fmt: skip
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int | None, batch_size: int,
-          lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float, seed: int,
+          lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
           dropout: float | None,
           quiet: bool, folds: int | None, seeds: int, target: str) -> None:  # fmt: skip

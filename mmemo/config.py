@@ -152,7 +152,7 @@ class TrainConfig(_Serialisable):
     ccc_weight: float = 0.7
     grad_clip: float = 1.0
     patience: int | None = None  # epochs without a better validation mean CCC before stopping; None: 8, or 15 small
-    val_fraction: float = 0.2
+    val_fraction: float | None = None  # share of groups held out for early stopping; None: 0.2, or 0.1 small
     group_by: str | None = None  # labels-table column whose groups never straddle train and validation
     seed: int = 0
     workers: int = 2
@@ -168,7 +168,7 @@ class TrainConfig(_Serialisable):
             raise ConfigError(f"target {self.target!r} is not one of auto, frame, clip")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
-        if not 0 < self.val_fraction < 1:
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction {self.val_fraction} is not between 0 and 1")
         for name in ("epochs", "patience", "batch_size", "max_seq_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

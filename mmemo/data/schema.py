@@ -76,7 +76,7 @@ ROOT_ATTRS: dict[str, type] = {
     "sample_rate": int,
     "native_sample_rate": int,
     "native_channels": int,
-    "label_kind": str,  # "clip", "continuous" or "" (unlabelled)
+    "label_kind": str,  # "clip", "continuous", "frames" (per native frame) or "" (unlabelled)
     "key": str,  # what the shard was made from: resume compares it (see pipeline.extract.clip_key)
 }
 
