@@ -336,6 +336,10 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 )
 @click.option("--realtime", is_flag=True, help="--stream: read a file at its natural pace, as a camera would.")
 @click.option(
+    "--every-hop", is_flag=True,
+    help="--stream: never drop a hop; the source waits (a recording piped in, not a camera).",
+)  # fmt: skip
+@click.option(
     "--hop", type=click.FloatRange(0.04, None), default=0.5, show_default=True,
     help="--stream: seconds of media between predictions.",
 )  # fmt: skip
@@ -346,7 +350,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 @click.option("--input-format", help="--stream: FFmpeg input format (v4l2, avfoundation, dshow, mpegts, ...).")
 @click.option("--input-option", multiple=True, metavar="KEY=VALUE", help="--stream: FFmpeg input option (repeatable).")
 def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path | None, fmt: str,
-            plot: Path | None, source: str | None, realtime: bool, hop: float, context: float,
+            plot: Path | None, source: str | None, realtime: bool, every_hop: bool, hop: float, context: float,
             input_format: str | None, input_option: tuple[str, ...]) -> None:  # fmt: skip
     """Valence and arousal, 25 rows per second, for each CLIP (a media file or a directory of them).
 
@@ -367,7 +371,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
                 raise click.UsageError(f"--input-option {kv!r}: expected KEY=VALUE")
             k, v = kv.split("=", 1)
             options[k] = v
-        _predict_stream(run_dir, checkpoint, source, fmt, realtime, hop, context, input_format, options)
+        _predict_stream(run_dir, checkpoint, source, fmt, realtime, every_hop, hop, context, input_format, options)
         return
     if not clips:
         raise click.UsageError("give at least one CLIP, or --stream SOURCE")
@@ -415,7 +419,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
         raise click.ClickException(f"{failed} of {len(sources)} clip(s) failed")
 
 
-def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realtime: bool, hop: float,
+def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realtime: bool, every_hop: bool, hop: float,
                     context: float, input_format: str | None, options: dict) -> None:  # fmt: skip
     import json as _json
 
@@ -436,7 +440,7 @@ def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realt
         if fmt == "csv":
             click.echo("time,valence,arousal,latency_s")
         stats = stream_predict(run, source, emit, hop_s=hop, context_s=context, realtime=realtime,
-                               input_format=input_format, options=options)  # fmt: skip
+                               every_hop=every_hop, input_format=input_format, options=options)  # fmt: skip
     except MmemoError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:

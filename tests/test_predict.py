@@ -291,3 +291,29 @@ def test_export_cli_writes_a_checked_torchscript_file(trained, tmp_path):
     expected = infer(run, ((x[0] - run.mean) / run.std).astype(np.float32), frames[0], np.ones(40, bool),
                      np.ones(40, bool))  # fmt: skip
     np.testing.assert_allclose(y, expected, atol=1e-4)
+
+
+def test_stream_from_a_pipe_every_hop(trained, tmp_path):
+    """`--stream -` reads standard input (here MPEG-TS remuxed from a demo clip by PyAV, in a real subprocess);
+    with --every-hop no hop is dropped and the lines are those of the same clip streamed from its file."""
+    import subprocess
+    import sys
+
+    import av
+
+    src, ts = trained / "corpus/speaker0/clip04.mp4", tmp_path / "c.ts"
+    with av.open(str(src)) as inp, av.open(str(ts), "w", format="mpegts") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    cmd = [sys.executable, "-m", "mmemo", "predict", "--stream", "-", "--input-format", "mpegts", "--every-hop",
+           "--hop", "1", "--run", str(trained / "run")]  # fmt: skip
+    with open(ts, "rb") as stdin:
+        r = subprocess.run(cmd, stdin=stdin, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    piped = [line.split(",")[:3] for line in r.stdout.splitlines()[1:]]
+    direct = CliRunner().invoke(main, ["predict", "--stream", str(src), "--run", str(trained / "run"), "--hop", "1"])
+    assert piped == [line.split(",")[:3] for line in direct.stdout.splitlines()[1:]] and len(piped) == 6
+    assert "0 dropped" in r.stderr

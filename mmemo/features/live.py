@@ -59,6 +59,7 @@ class LiveDecoder(threading.Thread):
         use_video: bool = True,
         use_audio: bool = True,
         realtime: bool = False,
+        every_hop: bool = False,
         input_format: str | None = None,
         options: dict[str, str] | None = None,
         threads: int = 0,
@@ -68,7 +69,8 @@ class LiveDecoder(threading.Thread):
         self.cfg = _GridCfg(fps, sample_rate, size, aspect)
         # A paced source (live, or a file read at its natural pace) is never made to wait: the consumer drops
         # work instead. A file read as fast as it decodes waits for the consumer (a bounded queue).
-        self.paced = realtime or not os.path.isfile(source)
+        # every_hop: the user wants every prediction of a recording piped in, and the pipe may wait for us.
+        self.paced = (realtime or not os.path.isfile(source)) and not every_hop
         self.queue: queue.Queue = queue.Queue(maxsize=0 if self.paced else 64)
         self.stop_event = threading.Event()
         self.lag_s = 0.0  # how far the decoder ran behind the source's clock (realtime pacing only)
@@ -135,7 +137,10 @@ class LiveDecoder(threading.Thread):
         except MediaError as e:
             self._put(("error", str(e), time.monotonic()))
         except av.FFmpegError as e:
-            self._put(("error", f"{self.source}: decoding failed ({_reason(e)})", time.monotonic()))
+            hint = ""
+            if self.source == "-":  # an MP4 whose index sits at its end cannot be read from a pipe
+                hint = "; a pipe needs a streamable container: MPEG-TS, Matroska/WebM, or MP4 with +faststart"
+            self._put(("error", f"{self.source}: decoding failed ({_reason(e)}){hint}", time.monotonic()))
         except Exception as e:  # noqa: BLE001 - the consumer must hear of any end, or it waits forever
             self._put(("error", f"{self.source}: {type(e).__name__}: {e}", time.monotonic()))
         finally:

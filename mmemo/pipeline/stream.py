@@ -294,6 +294,7 @@ def stream_predict(
     hop_s: float = 0.5,
     context_s: float = 10.0,
     realtime: bool = False,
+    every_hop: bool = False,
     input_format: str | None = None,
     options: dict[str, str] | None = None,
     threads: int = 0,
@@ -308,7 +309,7 @@ def stream_predict(
     cfg = run.extract_cfg
     decoder = LiveDecoder(
         source, fps=cfg.fps, sample_rate=cfg.sample_rate, size=cfg.frame_size, aspect=cfg.aspect,
-        use_video=run.model_cfg.video, use_audio=run.model_cfg.audio_dim > 0, realtime=realtime,
+        use_video=run.model_cfg.video, use_audio=run.model_cfg.audio_dim > 0, realtime=realtime, every_hop=every_hop,
         input_format=input_format, options=options, threads=threads,
     )  # fmt: skip
     predictor = StreamPredictor(run, decoder, hop_s=hop_s, context_s=context_s)
