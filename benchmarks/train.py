@@ -78,29 +78,36 @@ def machine() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------------ corpus
-def build(work: Path, skip: bool) -> tuple[Path, float | None]:
-    """The demo corpus of RECIPE under work/corpus, extracted into work/features, each made once (cached).
+def build(work: Path, skip: bool, frame_size: int = 224) -> tuple[Path, float | None]:
+    """The demo corpus of RECIPE under work/corpus, extracted into work/features (frames of ``frame_size``; other
+    sizes in work/features-SIZE), each made once (cached).
 
     Returns the features directory and the seconds the build took (None when it was cached)."""
     from mmemo.config import ExtractConfig
     from mmemo.demo import make_demo_corpus
     from mmemo.pipeline.extract import extract_corpus
 
-    corpus, features, stamp = work / "corpus", work / "features", work / ".recipe.json"
+    suffix = "" if frame_size == 224 else f"-{frame_size}"
+    corpus, features = work / "corpus", work / f"features{suffix}"
+    stamp, corpus_stamp = work / f".recipe{suffix}.json", work / ".corpus.json"
     if stamp.exists() and json.loads(stamp.read_text()) == RECIPE and (features / "manifest.csv").exists():
         return features, None
     if skip:
         sys.exit(f"--skip-build: no corpus of this recipe under {work}; run once without it")
     t0 = time.perf_counter()
-    for d in (corpus, features):
-        shutil.rmtree(d, ignore_errors=True)
-    say(f"building {RECIPE['n_clips']} demo clips of {RECIPE['seconds']} s in {corpus}")
-    make_demo_corpus(corpus, n_clips=RECIPE["n_clips"], seconds=RECIPE["seconds"], seed=RECIPE["seed"])
+    shutil.rmtree(features, ignore_errors=True)
+    made = (work / ".recipe.json", corpus_stamp)  # (the first stamp: corpora built before sizes were an option)
+    if not any(p.exists() and json.loads(p.read_text()) == RECIPE for p in made):
+        shutil.rmtree(corpus, ignore_errors=True)
+        say(f"building {RECIPE['n_clips']} demo clips of {RECIPE['seconds']} s in {corpus}")
+        make_demo_corpus(corpus, n_clips=RECIPE["n_clips"], seconds=RECIPE["seconds"], seed=RECIPE["seed"])
+        corpus_stamp.write_text(json.dumps(RECIPE))
     t1 = time.perf_counter()
-    say(f"  written in {t1 - t0:.1f} s; extracting with {RECIPE['jobs']} jobs into {features}")
+    say(f"  corpus ready in {t1 - t0:.1f} s; extracting {frame_size}-px frames, {RECIPE['jobs']} jobs, into {features}")
     summary = extract_corpus(
-        corpus, features, ExtractConfig(), jobs=RECIPE["jobs"], progress=False, log=lambda s: say(f"  {s}")
-    )
+        corpus, features, ExtractConfig(frame_size=frame_size), jobs=RECIPE["jobs"], progress=False,
+        log=lambda s: say(f"  {s}"),
+    )  # fmt: skip
     if summary.failed:
         sys.exit(f"extraction failed for {len(summary.failed)} clip(s): see {features}/errors.csv")
     say(f"  extracted in {time.perf_counter() - t1:.1f} s")
@@ -286,7 +293,9 @@ def run_child(spec: dict, work: Path) -> None:
     from mmemo.demo import DEMO_MODEL
 
     MODELS["demo"] = dict(DEMO_MODEL)
-    features, run_dir = work / "features", work / "runs" / f"{spec['kind']}-{os.getpid()}"
+    size = spec.get("frame_size", 224)
+    features = work / ("features" if size == 224 else f"features-{size}")
+    run_dir = work / "runs" / f"{spec['kind']}-{os.getpid()}"
     if spec["kind"] == "loader":
         out = measure_loader(features, run_dir, spec["workers"], spec["passes"])
     else:
@@ -298,12 +307,15 @@ def run_child(spec: dict, work: Path) -> None:
 # ------------------------------------------------------------------------------------------------ sections
 def bench_loader(args: argparse.Namespace, workers_list: list[int]) -> list[dict]:
     """Section 2: the training DataLoader alone, for each number of workers."""
-    say("\n## 2. Loader throughput (Trainer._loader, batch 8, 1000-row windows, video_size 56, augmentation on)\n")
+    say(
+        f"\n## 2. Loader throughput (Trainer._loader, batch 8, 1000-row windows, {args.frame_size}-px frames stored, "
+        "video_size 56, augmentation on)\n"
+    )
     say(f"one warm-up pass, then {args.passes} timed passes over the epoch's windows; start-up = warm-up pass - timed")
     say("pass (spawning workers, imports, opening shards); max RSS of the main process and of the largest worker")
     rows = []
     for w in workers_list:
-        r = child(args, {"kind": "loader", "workers": w, "passes": args.passes})
+        r = child(args, {"kind": "loader", "workers": w, "passes": args.passes, "frame_size": args.frame_size})
         if r is None:
             continue
         rows.append(r)
@@ -335,7 +347,8 @@ def bench_steps(args: argparse.Namespace, cuda: bool) -> list[dict]:
     rows = []
     plan = [("default", 8), ("demo", 8)]
     for model, batch in plan:
-        spec = {"kind": "step", "model": model, "batch": batch, "steps": steps, "warmup": warmup}
+        spec = {"kind": "step", "model": model, "batch": batch, "steps": steps, "warmup": warmup,
+                "frame_size": args.frame_size}  # fmt: skip
         r = child(args, spec, cuda=cuda)
         if r is None:
             continue
@@ -426,6 +439,7 @@ def main() -> None:
     ap.add_argument("--slow", type=float, default=60.0, help="median default step (s) above which batch 2 is added")
     ap.add_argument("--skip-build", action="store_true", help="use the cached corpus; fail if it is missing")
     ap.add_argument("--no-cpu-steps", action="store_true", help="skip the CPU training steps (on a GPU machine)")
+    ap.add_argument("--frame-size", type=int, default=224, help="extract the frames at this size (56: the model's)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: one measurement in a fresh process
     args = ap.parse_args()
     args.work = args.work.resolve()
@@ -438,7 +452,7 @@ def main() -> None:
     info = machine()
     say(f"# mmemo train benchmark\n\nmachine: {info['cpu']}; GPU: {info['gpu']}")
     say(f"versions: torch {info['torch']} ({info['threads']} threads), mmemo {info['mmemo']}")
-    features, built_s = build(args.work, args.skip_build)
+    features, built_s = build(args.work, args.skip_build, args.frame_size)
     corpus = describe(features, built_s)
 
     loader = bench_loader(args, [int(w) for w in args.workers.split(",") if w.strip()])
