@@ -147,7 +147,8 @@ def describe(features: Path, built_s: float | None) -> dict:
     say(
         f"{info['clips']} labelled demo clips ({', '.join(sorted(set(manifest['modalities'])))}), "
         f"{info['media_min']:.1f} media min, {rows} rows at 25 fps, shards {shard_mib:.0f} MiB "
-        f"({shard_mib / max(rows, 1) * 1024:.0f} KiB per row: 224x224 lzf frames + audio features)"
+        f"({shard_mib / max(rows, 1) * 1024:.0f} KiB per row: {corpus.extract_cfg.frame_size}-px lzf frames + audio "
+        "features)"
     )
     say(
         f"Trainer split (val_fraction {val_fraction(corpus, cfg)}, seed {cfg.seed}): {len(train)} training clips = "
