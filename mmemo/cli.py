@@ -216,6 +216,23 @@ def _print_summary(summary) -> None:
         )
 
 
+_checkpoint_option = click.option(
+    "--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run."
+)
+
+
+def _run_options(f):
+    """--run RUN_DIR and --checkpoint, shared by predict and evaluate."""
+    f = _checkpoint_option(f)
+    return click.option(
+        "--run",
+        "run_dir",
+        required=True,
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Run directory of `mmemo train` (its best.pt holds the model and the feature configuration).",
+    )(f)
+
+
 @main.command()
 @click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option(
@@ -311,14 +328,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 
 @main.command()
 @click.argument("clips", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--run",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Run directory of `mmemo train` (its best.pt holds the model and the feature configuration).",
-)
-@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+@_run_options
 @click.option(
     "--out",
     "-o",
@@ -451,14 +461,7 @@ def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realt
 
 @main.command()
 @click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--run",
-    "run_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    help="Run directory of `mmemo train`.",
-)
-@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+@_run_options
 @click.option(
     "--out",
     "-o",
