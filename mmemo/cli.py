@@ -267,6 +267,10 @@ def _run_options(f):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(0, None), default=2, show_default=True, help="DataLoader workers.")
 @click.option("--no-augment", is_flag=True, help="Train without on-the-fly augmentation.")
+@click.option(
+    "--no-frame-cache", is_flag=True,
+    help="Pool the stored frames on every read instead of caching them at the model's size in FEATURES_DIR/cache.",
+)  # fmt: skip
 @click.option("--max-seq-len", type=click.IntRange(8, None), default=1000, show_default=True)
 @click.option("--hidden", type=click.IntRange(8, None), help="Model width [256; 64 for small corpora].")
 @click.option("--layers", type=click.IntRange(1, None), help="Encoder layers per modality [4; 2 for small corpora].")
@@ -290,7 +294,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
           lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
           dropout: float | None,
-          quiet: bool, folds: int | None, seeds: int, target: str) -> None:  # fmt: skip
+          quiet: bool, folds: int | None, seeds: int, target: str, no_frame_cache: bool) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
@@ -304,7 +308,8 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     try:
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
                           group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
-                          augment=not no_augment, max_seq_len=max_seq_len, target=target)  # fmt: skip
+                          augment=not no_augment, max_seq_len=max_seq_len, target=target,
+                          frame_cache=not no_frame_cache)  # fmt: skip
         given = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
         model = {k: v for k, v in given.items() if v is not None}  # the rest: the Trainer's size rule
         if folds is not None:

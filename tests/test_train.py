@@ -145,3 +145,50 @@ def test_torchrun_ddp_two_processes_on_cpu(features, tmp_path):
     history = pd.read_csv(run / "metrics.csv")
     assert list(history["epoch"]) == [1, 2] and np.isfinite(history["valence_ccc"]).all()
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_frame_cache_gives_the_same_windows(features, tmp_path):
+    """Windows read through the pooled-frame cache are byte-identical to pooling on every read; the cache file
+    holds every row at the model's size, is reused, and is rebuilt when its shard is newer."""
+    import os
+
+    from mmemo.data.dataset import ShardDataset, pool_frames
+    from mmemo.data.shards import read_clip
+
+    corpus = load_corpus(features)
+    names = list(corpus.extract_cfg.features)
+    mean, std = np.zeros(91, np.float32), np.ones(91, np.float32)
+    plain = ShardDataset(corpus.clips, names, mean, std, max_len=40, video_size=28, seed=3)
+    cache = tmp_path / "cache"
+    cached = ShardDataset(corpus.clips, names, mean, std, max_len=40, video_size=28, seed=3, frame_cache=cache)
+    for i in range(len(plain)):
+        a, b = plain[i], cached[i]
+        assert a["start"] == b["start"] and np.array_equal(a["frames"], b["frames"])
+    ref = corpus.clips[0]
+    f = cache / "frames-28" / f"{ref.clip_id}.npy"
+    full = np.load(f)
+    assert full.shape == (ref.n_frames, 28, 28, 3)
+    assert np.array_equal(full, pool_frames(read_clip(ref.path).frames, 28))
+    assert not list(cache.rglob("*.partial"))
+    mtime = f.stat().st_mtime_ns
+    ShardDataset(corpus.clips, names, mean, std, max_len=40, video_size=28, frame_cache=cache)[0]
+    assert f.stat().st_mtime_ns == mtime  # reused
+    os.utime(ref.path, ns=(mtime + 10**9, mtime + 10**9))  # the shard is now newer than its cache file
+    ShardDataset(corpus.clips[:1], names, mean, std, max_len=40, video_size=28, frame_cache=cache)[0]
+    assert f.stat().st_mtime_ns > mtime
+
+
+def test_an_unwritable_frame_cache_falls_back_with_a_warning(features, tmp_path):
+    from mmemo.data import dataset as D
+
+    corpus = load_corpus(features)
+    names = list(corpus.extract_cfg.features)
+    mean, std = np.zeros(91, np.float32), np.ones(91, np.float32)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    D._CACHE_WARNED.clear()
+    ds = D.ShardDataset(corpus.clips, names, mean, std, max_len=40, video_size=28, frame_cache=blocker)
+    with pytest.warns(UserWarning, match="frame cache not usable"):
+        item = ds[0]
+    plain = D.ShardDataset(corpus.clips, names, mean, std, max_len=40, video_size=28)
+    assert np.array_equal(item["frames"], plain[0]["frames"])

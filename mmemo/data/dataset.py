@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -84,6 +86,43 @@ def pool_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+POOL_BLOCK = 256  # rows pooled at a time while a cache file is built (bounded memory for any clip length)
+
+
+def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path) -> np.ndarray | None:
+    """The clip's frames pooled to ``size``, as a read-only memory map of ``cache_dir/frames-SIZE/<clip>.npy``.
+
+    Pooling a 224-px frame to 56 px costs more CPU than training a small model on it, and every epoch paid it
+    again: the first reader of a clip writes its pooled frames once (``*.partial`` then rename, so readers in
+    other DataLoader workers never see half a file, and two builders of the same clip just race to one result),
+    every later read is a slice of a memory map, 16x less data. A cache file older than its shard is rebuilt.
+    The bytes are those ``pool_frames`` gives. Returns None (the caller pools as it reads) when the cache
+    cannot be written, e.g. a read-only features directory; that is said once per process.
+    """
+    path = cache_dir / f"frames-{size}" / f"{ref.clip_id}.npy"
+    try:
+        if path.exists() and path.stat().st_mtime_ns >= Path(ref.path).stat().st_mtime_ns:
+            return np.load(path, mmap_mode="r")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        T = ref.n_frames
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(T, size, size, 3))
+        for r0 in range(0, T, POOL_BLOCK):
+            out[r0 : r0 + POOL_BLOCK] = pool_frames(read_frames(h5, r0, min(T, r0 + POOL_BLOCK)), size)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+        return np.load(path, mmap_mode="r")
+    except OSError as e:
+        if not _CACHE_WARNED:
+            _CACHE_WARNED.append(True)
+            warnings.warn(f"{cache_dir}: frame cache not usable ({e}); pooling frames on every read", stacklevel=2)
+        return None
+
+
+_CACHE_WARNED: list[bool] = []
+
+
 class ShardDataset(Dataset):
     """Windows of (audio features, frames, masks, labels) from shards. See the module docstring."""
 
@@ -100,8 +139,13 @@ class ShardDataset(Dataset):
         use_video: bool = True,
         augment: Augment | None = None,
         seed: int = 0,
+        frame_cache: str | os.PathLike | None = None,
     ) -> None:
+        """``frame_cache``: a directory for each clip's frames pooled to ``video_size`` (see ``pooled_frames``);
+        None reads and pools the stored frames on every access."""
         self.clips, self.names = clips, list(feature_names)
+        self.frame_cache = Path(frame_cache) if frame_cache is not None else None
+        self._pooled: dict[int, np.ndarray | None] = {}
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.max_len, self.train, self.video_size, self.use_video = max_len, train, video_size, use_video
         self.augment = augment if (augment is not None and augment.enabled and train) else None
@@ -130,6 +174,7 @@ class ShardDataset(Dataset):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_files"], state["_pid"] = {}, None  # handles never cross a process boundary
+        state["_pooled"] = {}  # nor do memory maps
         return state
 
     def window(self, index: int) -> tuple[int, int, int]:
@@ -147,6 +192,16 @@ class ShardDataset(Dataset):
             L = min(self.max_len, T - start)
         return ci, start, start + L
 
+    def _frames(self, ci: int, h5: h5py.File, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of clip ``ci``'s frames at ``video_size``: from the cache when there is one."""
+        if self.frame_cache is not None:
+            if ci not in self._pooled:
+                self._pooled[ci] = pooled_frames(h5, self.clips[ci], self.video_size, self.frame_cache)
+            cached = self._pooled[ci]
+            if cached is not None:
+                return np.array(cached[start:stop])
+        return pool_frames(read_frames(h5, start, stop), self.video_size)
+
     def __getitem__(self, index: int) -> dict:
         epoch = index // len(self.items) or self.epoch
         ci, start, stop = self.window(index)
@@ -162,7 +217,7 @@ class ShardDataset(Dataset):
             item["audio_mask"] = np.zeros(L, bool)
         s = self.video_size
         if self.use_video and S.VIDEO in h5:
-            item["frames"] = pool_frames(read_frames(h5, start, stop), s)
+            item["frames"] = self._frames(ci, h5, start, stop)
             item["video_mask"] = h5[S.VIDEO_MASK][start:stop]
         else:
             item["frames"] = np.zeros((L, s, s, 3), np.uint8)

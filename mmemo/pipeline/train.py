@@ -271,14 +271,15 @@ class Trainer:
         self.model = MultiModalTransformer(self.model_cfg).to(self.device)
         self.net = self.model  # what the training step calls: the DDP wrapper under torchrun
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        cache = Path(features_dir) / "cache" if cfg.frame_cache and self.model_cfg.video else None
         self.train_set = ShardDataset(
             self.train_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=True,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
-            augment=Augment(enabled=cfg.augment), seed=cfg.seed,
+            augment=Augment(enabled=cfg.augment), seed=cfg.seed, frame_cache=cache,
         )  # fmt: skip
         self.val_set = ShardDataset(
             self.val_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=False,
-            video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
+            video_size=self.model_cfg.video_size, use_video=self.model_cfg.video, frame_cache=cache,
         )  # fmt: skip
         per_rank = math.ceil(len(self.train_set) / self.world)
         steps = max(5, cfg.epochs * math.ceil(per_rank / cfg.batch_size))
