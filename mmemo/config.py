@@ -125,6 +125,9 @@ class ModelConfig(_Serialisable):
     video_size: int = 56
     cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
     modality_dropout: float = 0.1  # per training sample: chance that one of its two modalities is hidden
+    # Statistics pooling: the head also sees the mean and standard deviation over the window of the fused states
+    # (what ridge regression on clip statistics gets), so one linear layer can weigh the clip as a whole.
+    stats_head: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:

@@ -64,11 +64,13 @@ def _inputs(B=2, T=12, seed=0):
     return audio, frames
 
 
+@pytest.mark.parametrize("stats_head", [False, True])
 @pytest.mark.parametrize("train_mode", [False, True])
-def test_padding_changes_nothing_real(train_mode):
-    """Junk in padded positions leaves real outputs and their gradients unchanged (batch norm included)."""
+def test_padding_changes_nothing_real(train_mode, stats_head):
+    """Junk in padded positions leaves real outputs and their gradients unchanged (batch norm and the statistics
+    pooling head included)."""
     torch.manual_seed(1)
-    model = MultiModalTransformer(ModelConfig(**TINY, dropout=0.0, modality_dropout=0.0))
+    model = MultiModalTransformer(ModelConfig(**TINY, dropout=0.0, modality_dropout=0.0, stats_head=stats_head))
     model.train(train_mode)
     audio, frames = _inputs(T=12)
     pad = torch.ones(2, 12, dtype=torch.bool)
@@ -166,3 +168,18 @@ def test_masked_ccc_matches_numpy():
     for k in range(2):
         expected = ccc(pred[..., k][mask].numpy(), target[..., k][mask].numpy())
         assert float(got[k]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_stats_head_sees_the_window_as_a_whole():
+    """With statistics pooling a row's output depends on the other rows of its window (their mean and spread);
+    without it, a change to row 0's input reaches row 5 only through attention, which a 0-layer model lacks."""
+    torch.manual_seed(0)
+    cfg = {**TINY, "layers": 0, "cross_layers": 0, "video": False, "dropout": 0.0, "modality_dropout": 0.0}
+    audio, _ = _inputs(B=1, T=8)
+    pad = torch.ones(1, 8, dtype=torch.bool)
+    for stats, changes in ((False, False), (True, True)):
+        model = MultiModalTransformer(ModelConfig(**cfg, stats_head=stats)).eval()
+        a2 = audio.clone()
+        a2[0, 0] += 3.0
+        moved = not torch.allclose(model(audio, None, pad)[0, 5], model(a2, None, pad)[0, 5])
+        assert moved == changes

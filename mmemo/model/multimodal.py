@@ -104,7 +104,8 @@ class MultiModalTransformer(nn.Module):
         self.fuse = nn.Linear(2 * H, H)
         self.fuse_norm = MaskedBatchNorm(H)
         self.drop = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(H, 2)  # (valence, arousal)
+        self.stats_head = cfg.stats_head
+        self.head = nn.Linear(3 * H if cfg.stats_head else H, 2)  # (valence, arousal)
 
     def _modality_dropout(self, audio_ok: torch.Tensor, video_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hide one modality of some training samples (never both) so that a missing face or silence is survivable."""
@@ -170,7 +171,13 @@ class MultiModalTransformer(nn.Module):
             a, v = a_blk(a, v, video_ok), v_blk(v, a, audio_ok)
 
         z = torch.cat([a * audio_ok[..., None], v * video_ok[..., None]], dim=-1)  # (B, T, 2H)
-        z = self.drop(F.gelu(self.fuse_norm(self.fuse(z), pad_mask)))
+        z = self.drop(F.gelu(self.fuse_norm(self.fuse(z), pad_mask)))  # (B, T, H)
+        if self.stats_head:  # each row also gets the window's mean and spread (real rows only)
+            w = pad_mask.to(z.dtype)[..., None]
+            n = w.sum(1, keepdim=True).clamp_min(1.0)
+            mu = (z * w).sum(1, keepdim=True) / n  # (B, 1, H)
+            sd = ((((z - mu) ** 2) * w).sum(1, keepdim=True) / n + 1e-6).sqrt()
+            z = torch.cat([z, mu.expand_as(z), sd.expand_as(z)], dim=-1)  # (B, T, 3H)
         return self.head(z)  # (B, T, 2)
 
 
