@@ -14,3 +14,34 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def save_untrained_run(run_dir: Path, mean=None, std=None):
+    """An untrained default model (``ModelConfig`` with the default audio features and video, seed 0) saved as a
+    run directory's best.pt with the keys ``load_run`` reads; feature statistics 0 / 1 unless given.
+
+    Returns (model, mean (D,), std (D,))."""
+    import numpy as np
+    import torch
+
+    import mmemo
+    from mmemo.config import ExtractConfig, ModelConfig, TrainConfig
+    from mmemo.features.audio import feature_dims
+    from mmemo.model.multimodal import MultiModalTransformer
+    from mmemo.pipeline.train import CHECKPOINT_VERSION
+
+    ecfg = ExtractConfig()
+    D = sum(feature_dims(ecfg).values())
+    torch.manual_seed(0)
+    model = MultiModalTransformer(ModelConfig(audio_dim=D, video=True)).eval()
+    mean = np.zeros(D, np.float32) if mean is None else np.asarray(mean, np.float32)
+    std = np.ones(D, np.float32) if std is None else np.asarray(std, np.float32)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"version": CHECKPOINT_VERSION, "mmemo_version": mmemo.__version__, "model": model.state_dict(),
+         "model_config": model.cfg.to_dict(), "extract_config": ecfg.to_dict(), "train_config": TrainConfig().to_dict(),
+         "epoch": 0, "best": float("-inf"), "feature_names": list(ecfg.features),
+         "feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std)},
+        run_dir / "best.pt",
+    )  # fmt: skip
+    return model, mean, std

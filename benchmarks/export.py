@@ -22,29 +22,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_model  # noqa: E402
+from common import cpu_model, save_untrained_run  # noqa: E402
 
-from mmemo.config import ExtractConfig, ModelConfig, TrainConfig  # noqa: E402
+from mmemo.config import ExtractConfig  # noqa: E402
 from mmemo.features.audio import feature_dims  # noqa: E402
 from mmemo.model.multimodal import MultiModalTransformer  # noqa: E402
 from mmemo.pipeline.export import example_inputs, export_run, reference, sidecar_path, wrap  # noqa: E402
 
 
-def save_untrained_run(run_dir: Path) -> tuple[MultiModalTransformer, np.ndarray, np.ndarray]:
-    ecfg = ExtractConfig()
-    D = sum(feature_dims(ecfg).values())
-    torch.manual_seed(0)
-    model = MultiModalTransformer(ModelConfig(audio_dim=D, video=True)).eval()
+def untrained_run(run_dir: Path) -> tuple[MultiModalTransformer, np.ndarray, np.ndarray]:
+    """The default model, untrained, with feature statistics that are not the identity (a lost one would show)."""
+    D = sum(feature_dims(ExtractConfig()).values())
     mean, std = np.random.default_rng(0).normal(size=D).astype(np.float32), np.full(D, 2.0, np.float32)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"model": model.state_dict(), "model_config": model.cfg.to_dict(), "extract_config": ecfg.to_dict(),
-         "train_config": TrainConfig().to_dict(), "epoch": 0, "best": float("-inf"),
-         "feature_names": list(ecfg.features), "feature_mean": torch.from_numpy(mean),
-         "feature_std": torch.from_numpy(std)},
-        run_dir / "best.pt",
-    )  # fmt: skip
-    return model, mean, std
+    return save_untrained_run(run_dir, mean, std)
 
 
 def best_of(runners: dict, repeat: int) -> dict[str, float]:
@@ -73,7 +63,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        model, mean, std = save_untrained_run(run_dir)
+        model, mean, std = untrained_run(run_dir)
         n_params = sum(p.numel() for p in model.parameters())
         print(f"default model: {n_params / 1e6:.1f} M parameters, window of {args.rows} rows, batch 1")
         files = {}

@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cpu_model
+from common import cpu_model, save_untrained_run
 
 SOURCE = "sadtalker_hdtf_talking_faces/WDA_AlexandriaOcasioCortez_000.mp4"
 SECONDS = 60
@@ -63,40 +63,6 @@ def build_clip(work: Path) -> Path:
     subprocess.run(cmd, check=True)
     part.replace(out)
     return out
-
-
-def make_run(run_dir: Path) -> None:
-    """An untrained default model saved as `mmemo train` saves its best.pt (the keys load_run reads)."""
-    import numpy as np
-    import torch
-
-    import mmemo
-    from mmemo.config import ExtractConfig, ModelConfig, TrainConfig
-    from mmemo.features.audio import feature_dims
-    from mmemo.model.multimodal import MultiModalTransformer
-    from mmemo.pipeline.train import CHECKPOINT_VERSION
-
-    ecfg = ExtractConfig()
-    dims = feature_dims(ecfg)
-    mcfg = ModelConfig(audio_dim=sum(dims.values()), video=True)
-    torch.manual_seed(0)
-    model = MultiModalTransformer(mcfg)
-    D = mcfg.audio_dim
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "version": CHECKPOINT_VERSION,
-            "mmemo_version": mmemo.__version__,
-            "model": model.state_dict(),
-            "model_config": mcfg.to_dict(),
-            "train_config": TrainConfig().to_dict(),
-            "extract_config": ecfg.to_dict(),
-            "feature_names": list(dims),
-            "feature_mean": torch.zeros(D),
-            "feature_std": torch.from_numpy(np.ones(D, np.float32)),
-        },
-        run_dir / "best.pt",
-    )
 
 
 def timed(fn, *args, **kw):
@@ -195,7 +161,7 @@ def main() -> None:
 
     clip = args.clip or build_clip(args.work)
     run_dir = args.work / "run-default-untrained"
-    make_run(run_dir)
+    save_untrained_run(run_dir)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     say("# mmemo predict benchmark\n")
     say(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "

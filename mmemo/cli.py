@@ -436,14 +436,12 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
 
 def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realtime: bool, every_hop: bool, hop: float,
                     context: float, input_format: str | None, options: dict) -> None:  # fmt: skip
-    import json as _json
-
     from mmemo.pipeline.predict import load_run
     from mmemo.pipeline.stream import stream_predict
 
     def emit(p) -> None:
         if fmt == "json":
-            click.echo(_json.dumps(p.as_dict()))
+            click.echo(json.dumps(p.as_dict()))
         else:
             click.echo(f"{p.time:.2f},{p.valence:.5f},{p.arousal:.5f},{p.latency_s:.4f}")
         if p.dropped:

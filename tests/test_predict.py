@@ -232,9 +232,9 @@ def test_stream_at_natural_pace_never_runs_ahead_of_the_media(trained):
 
 
 def test_stream_drops_hops_rather_than_falling_behind(trained):
-    """A consumer slower than the hop (0.9 s per line, hop 0.5 s) on a 6-s clip at natural pace: hops are dropped
-    and counted, the last hop is still emitted, and the stream ends about when the media does (in order, every
-    hop would take >= 12 x 0.9 = 10.8 s)."""
+    """A consumer slower than the hop (0.9 s per line, hop 0.5 s) on a 6-s clip at natural pace: taking every hop
+    in order would emit all 12; one line per 0.9 s over 6 s of media leaves room for at most 8, so at least 4 hops
+    must be dropped (a slower machine only drops more), each counted, and the last hop is still emitted."""
     import time
 
     from mmemo.pipeline.stream import stream_predict
@@ -246,13 +246,10 @@ def test_stream_drops_hops_rather_than_falling_behind(trained):
         got.append(p)
         time.sleep(0.9)
 
-    t0 = time.monotonic()
     stats = stream_predict(run, str(trained / "corpus/speaker3/clip03.mp4"), slow, hop_s=0.5, realtime=True)
-    wall = time.monotonic() - t0
-    assert stats.dropped >= 3 and stats.dropped == sum(p.dropped for p in got)
+    assert stats.dropped >= 4 and stats.dropped == sum(p.dropped for p in got)
     assert stats.predictions + stats.dropped == 12 and got[-1].time == 6.0
     assert all(b.time > a.time for a, b in zip(got, got[1:], strict=False))
-    assert wall < 9.0, wall
 
 
 def test_stream_cli_lines_and_a_broken_source(trained, tmp_path):

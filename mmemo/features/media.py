@@ -496,11 +496,8 @@ def decode_media(
     if video is not None and audio is not None and audio_end - video_end > 1.0:
         warnings.append(f"{path}: audio runs {audio_end - video_end:.1f} s past the end of the video; dropped")
 
-    # A row holds audio when the centre of its analysis window (sample t * hop) is decoded audio.
-    centres = np.arange(n_rows) * hop
-    audio_mask = (centres >= max(0, first)) & (centres < end) if audio is not None else np.zeros(n_rows, bool)
-    for g0, g1 in audio.gaps if audio is not None else ():
-        audio_mask &= (centres < g0) | (centres >= g1)
+    rows = np.arange(n_rows)
+    audio_mask = audio_row_mask(rows, hop, audio.span, audio.gaps) if audio is not None else np.zeros(n_rows, bool)
     audio_grid = None
     if on_audio is None:
         y = np.concatenate(samples) if samples else np.zeros(0, np.float32)
@@ -540,6 +537,17 @@ def decode_media(
     if on_frames is None and video is not None:
         out.frames = np.concatenate(collected) if collected else np.zeros((0, size, size, 3), np.uint8)
     return out
+
+
+def audio_row_mask(rows: np.ndarray, hop: int, span: tuple[int, int], gaps: list[tuple[int, int]]) -> np.ndarray:
+    """(n,) bool for grid ``rows``: a row holds audio when the centre of its analysis window (sample row * hop) is
+    decoded audio, inside ``span`` = [first, end) and in none of the filled ``gaps`` (sample ranges)."""
+    centres = rows * hop
+    first, end = span
+    mask = (centres >= max(0, first)) & (centres < end)
+    for g0, g1 in gaps:
+        mask &= (centres < g0) | (centres >= g1)
+    return mask
 
 
 def _native_fps(video: _VideoTrack) -> float:

@@ -36,12 +36,11 @@ import numpy as np
 import pandas as pd
 
 from mmemo.config import TrainConfig
-from mmemo.data.dataset import ClipRef, pool_frames
-from mmemo.data.labels import normalise_clip_id
-from mmemo.data.shards import read_clip
+from mmemo.data.dataset import pool_frames
+from mmemo.data.shards import ClipData, read_clip
 from mmemo.errors import ConfigError
 from mmemo.pipeline.metrics import ccc, pcc, rmse
-from mmemo.pipeline.train import DIMS, Corpus, Trainer, load_corpus, split
+from mmemo.pipeline.train import DIMS, Corpus, Trainer, clip_groups, label_columns, load_corpus, split
 
 MODELS = ("transformer", "ridge", "mean")
 RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 5))
@@ -49,24 +48,9 @@ RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 5))
 
 # ---------------------------------------------------------------------------------------------------- folds
 def group_keys(corpus: Corpus, group_by: str | None) -> tuple[list[str], str | None]:
-    """Each clip's group (its id when there is no group column) and the column used."""
-    ids = [c.clip_id for c in corpus.clips]
-    table = None
-    if corpus.labels_path is not None and Path(corpus.labels_path).exists():
-        table = pd.read_csv(corpus.labels_path, dtype=str, keep_default_na=False)
-    column = group_by
-    if column is None and table is not None and "speaker" in table.columns:
-        column = "speaker"
-    if column is None:
-        return ids, None
-    if table is None or column not in table.columns:
-        raise ConfigError(f"--group-by {column}: the label table has no such column")
-    table["clip"] = table["clip"].map(normalise_clip_id)
-    group_of = dict(zip(table["clip"], table[column], strict=False))
-    missing = [i for i in ids if i not in group_of]
-    if missing:
-        raise ConfigError(f"{corpus.labels_path}: clip(s) without a {column}: {', '.join(missing[:5])}")
-    return [group_of[i] for i in ids], column
+    """Each clip's group and the column used: ``group_by``, else the labels' ``speaker`` column, else the clip."""
+    column = group_by or ("speaker" if "speaker" in label_columns(corpus) else None)
+    return clip_groups(corpus, column), column
 
 
 def grouped_folds(keys: list[str], k: int, seed: int) -> list[list[int]]:
@@ -88,15 +72,15 @@ def grouped_folds(keys: list[str], k: int, seed: int) -> list[list[int]]:
 
 
 # ------------------------------------------------------------------------------------------------ baselines
-def clip_statistics(ref: ClipRef, feature_names: list[str], video: bool) -> np.ndarray:
-    """(F,) mean and std over the clip's rows of each audio feature column (+ 4x4 RGB thumbnails of frames)."""
-    clip = read_clip(ref.path, frames=video)
+def clip_statistics(clip: ClipData, feature_names: list[str]) -> np.ndarray:
+    """(F,) mean and std over the clip's rows of each audio feature column (+ 4x4 RGB thumbnails of its frames,
+    when they were read)."""
     parts = []
     if clip.features:
         x = np.concatenate([clip.features[n] for n in feature_names], axis=1).astype(np.float64)
         m = clip.audio_mask if clip.audio_mask is not None and clip.audio_mask.any() else np.ones(len(x), bool)
         parts += [x[m].mean(0), x[m].std(0)]
-    if video and clip.frames is not None:
+    if clip.frames is not None:
         f = pool_frames(clip.frames, 4).reshape(len(clip.frames), -1).astype(np.float64) / 255.0
         m = clip.video_mask if clip.video_mask is not None and clip.video_mask.any() else np.ones(len(f), bool)
         parts += [f[m].mean(0), f[m].std(0)]
@@ -136,11 +120,6 @@ def ridge_fit(X: np.ndarray, Y: np.ndarray, alphas=RIDGE_ALPHAS) -> tuple[np.nda
 
 
 # ---------------------------------------------------------------------------------------------------- scores
-def _targets(ref: ClipRef) -> tuple[np.ndarray, np.ndarray]:
-    c = read_clip(ref.path, frames=False)
-    return np.stack([c.valence, c.arousal], axis=1), c.label_mask.astype(bool)
-
-
 def score(preds: list[np.ndarray], truths: list[np.ndarray], masks: list[np.ndarray], level: str) -> dict:
     """CCC, PCC, RMSE per dimension: per clip (frame mean vs the clip's label) or pooled over labelled frames."""
     if level == "clip":
@@ -170,11 +149,14 @@ def cross_validate(
     out.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(features_dir)
     keys, column = group_keys(corpus, cfg.group_by)
-    manifest = pd.read_csv(Path(features_dir) / "manifest.csv", keep_default_na=False).set_index("clip")
-    level = "clip" if all(manifest.loc[c.clip_id, "labels"] == "clip" for c in corpus.clips) else "frame"
+    level = "clip" if all(corpus.label_kinds.get(c.clip_id) == "clip" for c in corpus.clips) else "frame"
     names = list(corpus.extract_cfg.features)
-    stats = np.stack([clip_statistics(c, names, corpus.has_video) for c in corpus.clips])
-    targets = [_targets(c) for c in corpus.clips]
+    stats, targets = [], []  # one read of each shard for both
+    for ref in corpus.clips:
+        clip = read_clip(ref.path, frames=corpus.has_video)
+        stats.append(clip_statistics(clip, names))
+        targets.append((np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool)))
+    data = _Data(corpus, np.stack(stats), targets, level)
     log(
         f"{folds}-fold cross-validation x {seeds} seed(s) on {len(corpus.clips)} clips, "
         + (f"grouped by {column} ({len(set(keys))} groups)" if column else "each clip its own group")
@@ -191,7 +173,6 @@ def cross_validate(
                 log(f"seed {seed} fold {k}: done before ({done})")
                 continue
             fold_cfg = dataclasses.replace(cfg, seed=seed, group_by=column)
-            data = _Data(corpus, stats, targets, level)
             fold_rows = _run_fold(features_dir, fold_dir, fold_cfg, model_overrides, data, test_idx, progress)
             done.write_text(json.dumps(fold_rows, indent=1) + "\n")
             rows += fold_rows

@@ -233,11 +233,6 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
     )
 
 
-def _load_labels(corpus: Path, clip_ids: list[str], labels_path: Path | None, options: dict) -> LabelTable | None:
-    """The corpus's labels in whatever layout they come (mmemo.data.layouts), resolved to one gold standard."""
-    return load_labels(corpus, clip_ids, path=labels_path, **options)
-
-
 def _run_jobs(tasks: list[tuple], jobs: int, backend: str, scheduler: str | None):
     """Yield ClipResults as clips finish: in this process (jobs 1), loky worker processes, or a Dask cluster."""
     if backend == "loky" and jobs <= 1:
@@ -349,7 +344,8 @@ def extract_corpus(
     label_options = {"label_format": label_format, "gold": gold, "annotation_delay": annotation_delay,
                      "emotion_map": emotion_map}  # fmt: skip
     clip_ids = [c.clip_id for c in corpus.clips]
-    table = _load_labels(corpus.root, clip_ids, Path(labels_path) if labels_path else None, label_options)
+    # The corpus's labels in whatever layout they come, resolved to one gold standard (mmemo.data.layouts).
+    table = load_labels(corpus.root, clip_ids, path=Path(labels_path) if labels_path else None, **label_options)
     label_rows = {c.clip_id: table.for_clip(c.clip_id) if table else None for c in corpus.clips}
     notes = list(corpus.duplicates) + _label_notes(table, label_rows)
     for n in notes:

@@ -31,6 +31,7 @@ from mmemo.data.dataset import pool_frames
 from mmemo.errors import MediaError, MmemoError
 from mmemo.features.audio import AudioFeatureStream, compute_features, context_features
 from mmemo.features.live import LiveDecoder
+from mmemo.features.media import audio_row_mask
 from mmemo.features.registry import FEATURES
 from mmemo.pipeline.predict import Run, infer, prepare_inputs
 
@@ -72,22 +73,33 @@ class StreamStats:
 
 
 class _Rows:
-    """A growing (n, ...) array whose rows before a given one can be let go; rows keep their absolute index."""
+    """A growing (n, ...) array whose rows before a given one can be let go; rows keep their absolute index.
+
+    Appended pieces are joined only when rows are read (once a hop), not on every append: a live stream appends
+    a frame at a time, and re-copying the whole context window each time would cost more than the model.
+    """
 
     def __init__(self) -> None:
-        self.base, self.data = 0, None
+        self.base, self.n, self.pieces = 0, 0, []
 
     @property
     def end(self) -> int:
-        return self.base + (0 if self.data is None else len(self.data))
+        return self.base + self.n
+
+    @property
+    def data(self) -> np.ndarray | None:
+        if len(self.pieces) > 1:
+            self.pieces = [np.concatenate(self.pieces)]
+        return self.pieces[0] if self.pieces else None
 
     def append(self, rows: np.ndarray) -> None:
-        self.data = rows if self.data is None else np.concatenate([self.data, rows])
+        self.pieces.append(rows)
+        self.n += len(rows)
 
     def forget_before(self, row: int) -> None:
         cut = min(row, self.end) - self.base
-        if self.data is not None and cut > 0:
-            self.data, self.base = self.data[cut:], self.base + cut
+        if cut > 0:
+            self.pieces, self.base, self.n = [self.data[cut:]], self.base + cut, self.n - cut
 
     def get(self, start: int, stop: int) -> np.ndarray:
         if start < self.base:
@@ -196,14 +208,9 @@ class StreamPredictor:
     def _audio_mask(self, w0: int, w1: int) -> np.ndarray:
         """Rows whose window centre is decoded audio (not the silence before a late start or in a hole)."""
         a = self.dec.audio
-        centres = np.arange(w0, w1) * self.run.extract_cfg.hop_length
         if a is None:
             return np.zeros(w1 - w0, bool)
-        first, end = a.span
-        mask = (centres >= max(0, first)) & (centres < end)
-        for g0, g1 in list(a.gaps):
-            mask &= (centres < g0) | (centres >= g1)
-        return mask
+        return audio_row_mask(np.arange(w0, w1), self.run.extract_cfg.hop_length, a.span, list(a.gaps))
 
     def predict(self, end: int, dropped: int) -> StreamPrediction:
         """The prediction for the hop ending at row ``end``, from the context window that ends there."""
@@ -220,8 +227,12 @@ class StreamPredictor:
         # The next window starts at or after end + 1 - context: older rows are not needed again.
         for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival):
             rows.forget_before(end + 1 - self.context)
-        if self.features is not None:
+        if self.features is not None and self.audio_arrival.n:
             self.features.forget_onsets_before(end + 1 - self.context)
+            # Arrival times are looked up from row `end` on: keep the audio piece that reaches that row's window.
+            need = end * self.run.extract_cfg.hop_length + self.features.half
+            i = int(np.searchsorted(self.audio_arrival.data[:, 0], need, side="left"))
+            self.audio_arrival.forget_before(self.audio_arrival.base + min(i, self.audio_arrival.n - 1))
         return p
 
     # ----------------------------------------------------------------------------------------------- loop

@@ -80,24 +80,34 @@ def load_corpus(features_dir: str | os.PathLike) -> Corpus:
     )
 
 
+def label_columns(corpus: Corpus) -> list[str]:
+    """The columns of the corpus's label table (none when it has no table)."""
+    path = corpus.labels_path
+    return [] if path is None or not Path(path).exists() else list(pd.read_csv(path, nrows=0).columns)
+
+
+def clip_groups(corpus: Corpus, column: str | None, groups_file: Path | None = None) -> list[str]:
+    """Each clip's value of the label table's ``column`` (its own id when ``column`` is None)."""
+    ids = [c.clip_id for c in corpus.clips]
+    if not column:
+        return ids
+    path = groups_file or corpus.labels_path
+    if path is None or not Path(path).exists():
+        raise ConfigError(f"--group-by {column}: no label table to read it from")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if column not in table.columns:
+        raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(table.columns)})")
+    # A time-continuous table repeats a clip on many rows: the last one stands for it.
+    group_of = dict(zip(table["clip"].map(normalise_clip_id), table[column], strict=True))
+    missing = [i for i in ids if i not in group_of]
+    if missing:
+        raise ConfigError(f"{path}: clip(s) without a {column}: {', '.join(missing[:5])}")
+    return [group_of[i] for i in ids]
+
+
 def split(corpus: Corpus, cfg: TrainConfig, groups_file: Path | None = None) -> tuple[list[ClipRef], list[ClipRef]]:
     """Seeded split into (train, validation): by clip, or by the ``group_by`` column so no group straddles."""
-    ids = [c.clip_id for c in corpus.clips]
-    if cfg.group_by:
-        path = groups_file or corpus.labels_path
-        if path is None or not Path(path).exists():
-            raise ConfigError(f"--group-by {cfg.group_by}: no label table to read it from")
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if cfg.group_by not in table.columns:
-            raise ConfigError(f"{path}: no column {cfg.group_by!r} (columns: {', '.join(table.columns)})")
-        table["clip"] = table["clip"].map(normalise_clip_id)
-        group_of = dict(zip(table["clip"], table[cfg.group_by], strict=True))
-        missing = [i for i in ids if i not in group_of]
-        if missing:
-            raise ConfigError(f"{path}: clip(s) without a {cfg.group_by}: {', '.join(missing[:5])}")
-        keys = [group_of[i] for i in ids]
-    else:
-        keys = ids
+    keys = clip_groups(corpus, cfg.group_by, groups_file)
     unique = sorted(set(keys))
     if len(unique) < 2:
         raise ConfigError(f"only {len(unique)} group(s): cannot hold any out for validation")
