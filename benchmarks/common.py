@@ -25,10 +25,11 @@ def save_untrained_run(run_dir: Path, mean=None, std=None):
     import torch
 
     import mmemo
-    from mmemo.config import ExtractConfig, ModelConfig, TrainConfig
-    from mmemo.features.audio import feature_dims
+    from mmemo.config import ExtractConfig, TrainConfig
+    from mmemo.features.registry import feature_dims
+    from mmemo.model.checkpoint import CHECKPOINT_VERSION
+    from mmemo.model.config import ModelConfig
     from mmemo.model.multimodal import MultiModalTransformer
-    from mmemo.pipeline.train import CHECKPOINT_VERSION
 
     ecfg = ExtractConfig()
     D = sum(feature_dims(ecfg).values())

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_model, save_untrained_run  # noqa: E402
 
 from mmemo.config import ExtractConfig  # noqa: E402
-from mmemo.features.audio import feature_dims  # noqa: E402
+from mmemo.features.registry import feature_dims  # noqa: E402
 from mmemo.model.multimodal import MultiModalTransformer  # noqa: E402
 from mmemo.pipeline.export import example_inputs, export_run, reference, sidecar_path, wrap  # noqa: E402
 

@@ -74,7 +74,7 @@ def timed(fn, *args, **kw):
 def bench_rtf(run, clip: Path, repeat: int) -> dict:
     """Median seconds per stage over ``repeat`` runs (after one warm-up run of the whole predict)."""
     from mmemo.features.audio import compute_features
-    from mmemo.features.media import decode_media
+    from mmemo.media.decode import decode_media
     from mmemo.pipeline.predict import infer, predict_clip, prepare_inputs
 
     cfg = run.extract_cfg

@@ -84,7 +84,7 @@ def build(work: Path, skip: bool, frame_size: int = 224) -> tuple[Path, float | 
 
     Returns the features directory and the seconds the build took (None when it was cached)."""
     from mmemo.config import ExtractConfig
-    from mmemo.demo import make_demo_corpus
+    from mmemo.pipeline.demo import make_demo_corpus
     from mmemo.pipeline.extract import extract_corpus
 
     suffix = "" if frame_size == 224 else f"-{frame_size}"
@@ -120,7 +120,7 @@ def describe(features: Path, built_s: float | None) -> dict:
     import pandas as pd
 
     from mmemo.config import TrainConfig
-    from mmemo.pipeline.train import load_corpus, split, val_fraction
+    from mmemo.data.features_dir import load_corpus, split, val_fraction
 
     cfg = TrainConfig()
     corpus = load_corpus(features)
@@ -291,7 +291,7 @@ def measure_step(features: Path, run_dir: Path, model: str, batch_size: int, ste
 
 def run_child(spec: dict, work: Path) -> None:
     """The child side: one measurement, answered as one JSON line on stdout."""
-    from mmemo.demo import DEMO_MODEL
+    from mmemo.pipeline.demo import DEMO_MODEL
 
     MODELS["demo"] = dict(DEMO_MODEL)
     size = spec.get("frame_size", 224)

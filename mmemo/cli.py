@@ -15,15 +15,37 @@ from pathlib import Path
 import click
 
 from mmemo import __version__
+from mmemo.config import (
+    ASPECT_POLICIES,
+    BACKENDS,
+    EXPORT_FORMATS,
+    GOLD_METHODS,
+    LABEL_FORMATS,
+    LOSSES,
+    PROGRESS_MODES,
+    TARGETS,
+    ExtractConfig,
+    TrainConfig,
+)
 from mmemo.errors import MmemoError
 
+# Option defaults are the configuration's own, so the CLI and the Python API cannot drift apart.
+EXTRACT = ExtractConfig()
+TRAIN = TrainConfig()
 
-def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
+
+class MmemoGroup(click.Group):
+    """The command group: every MmemoError a command lets through becomes one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MmemoError as e:
+            raise click.ClickException(str(e)) from None
 
 
 def _feature_names() -> list[str]:
-    from mmemo.features.registry import FEATURES
+    from mmemo.features.registry import FEATURES  # imports librosa: only when --features is given
 
     return list(FEATURES)
 
@@ -42,7 +64,30 @@ def _parse_features(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# ------------------------------------------------------------------------------------------- shared options
+def _quiet(help_text: str):
+    return click.option("--quiet", "-q", is_flag=True, help=help_text)
+
+
+_jobs = click.option(
+    "--jobs", "-j", type=click.IntRange(1, None), default=None, help="Parallel processes (default: all cores)."
+)
+_checkpoint = click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+_run_dir = click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Run directory of `mmemo train` (its best.pt holds the model and the feature configuration).",
+)
+_features_dir = click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+
+
+def _cores(jobs: int | None) -> int:
+    return jobs or os.cpu_count() or 1
+
+
+@click.group(cls=MmemoGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mmemo")
 def main() -> None:
     """mmemo: valence and arousal from audio + video. extract -> train -> predict."""
@@ -66,7 +111,7 @@ def main() -> None:
 )
 @click.option(
     "--label-format",
-    type=click.Choice(["auto", "csv", "dimtables", "multirater", "affwild", "cremad", "ravdess"]),
+    type=click.Choice(LABEL_FORMATS),
     default="auto",
     show_default=True,
     help="Annotation layout (docs/labels.md): detected, or forced: generic CSV, arousal.csv + valence.csv tables, "
@@ -74,8 +119,8 @@ def main() -> None:
 )
 @click.option(
     "--gold",
-    type=click.Choice(["mean", "ewe"]),
-    default="mean",
+    type=click.Choice(GOLD_METHODS),
+    default=GOLD_METHODS[0],
     show_default=True,
     help="Multi-rater annotations: the raters' mean, or the evaluator-weighted estimator.",
 )
@@ -100,39 +145,37 @@ def main() -> None:
 )
 @click.option(
     "--aspect",
-    type=click.Choice(["letterbox", "crop", "stretch"]),
-    default="letterbox",
+    type=click.Choice(ASPECT_POLICIES),
+    default=EXTRACT.aspect,
     show_default=True,
     help="How frames become square: pad, centre-crop, or distort.",
 )
-@click.option("--frame-size", type=click.IntRange(16, 1024), default=224, show_default=True)
+@click.option("--frame-size", type=click.IntRange(16, 1024), default=EXTRACT.frame_size, show_default=True)
 @click.option(
     "--frame-codec",
-    default="lzf",
+    default=EXTRACT.frame_codec,
     show_default=True,
     help="Frame storage: lzf, gzip, zstd (lossless; zstd needs mmemo[zstd]) or jpeg / jpeg75..jpeg95 (lossy).",
 )
-@click.option("--n-mels", type=click.IntRange(8, 256), default=64, show_default=True)
-@click.option("--n-mfcc", type=click.IntRange(1, 128), default=20, show_default=True)
-@click.option(
-    "--jobs", "-j", type=click.IntRange(1, None), default=None, help="Clips extracted in parallel (default: all cores)."
-)
+@click.option("--n-mels", type=click.IntRange(8, 256), default=EXTRACT.n_mels, show_default=True)
+@click.option("--n-mfcc", type=click.IntRange(1, 128), default=EXTRACT.n_mfcc, show_default=True)
+@_jobs
 @click.option(
     "--backend",
-    type=click.Choice(["loky", "dask"]),
-    default="loky",
+    type=click.Choice(BACKENDS),
+    default=BACKENDS[0],
     show_default=True,
     help="loky: processes on this machine; dask: the workers of a Dask cluster (needs --scheduler, mmemo[dask]).",
 )
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address for --backend dask (tcp://host:8786).")
 @click.option(
     "--progress",
-    type=click.Choice(["auto", "bar", "lines"]),
-    default="auto",
+    type=click.Choice(PROGRESS_MODES),
+    default=PROGRESS_MODES[0],
     show_default=True,
     help="A live bar (terminals) or a plain line every 10 s (logs); auto picks by whether stderr is a terminal.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress or notes; errors and the summary only.")
+@_quiet("No progress or notes; errors and the summary only.")
 def extract(
     corpus_dir: Path,
     out_dir: Path,
@@ -158,36 +201,32 @@ def extract(
     Interrupted (even by kill -9)? Run the same command again: finished clips are kept, half-written ones are
     redone. Exit code 1 when any clip failed (the others are extracted; see FEATURES_DIR/errors.csv).
     """
-    from mmemo.config import ExtractConfig
     from mmemo.pipeline.extract import extract_corpus
 
     names = _parse_features(features)
-    try:
-        cfg = ExtractConfig(
-            aspect=aspect,
-            frame_size=frame_size,
-            frame_codec=frame_codec,
-            n_mels=n_mels,
-            n_mfcc=n_mfcc,
-            **({"features": names} if names else {}),
-        )
-        summary = extract_corpus(
-            corpus_dir,
-            out_dir,
-            cfg,
-            labels_path=labels_path,
-            label_format=label_format,
-            gold=gold,
-            annotation_delay=annotation_delay,
-            emotion_map=emotion_map,
-            jobs=jobs or os.cpu_count(),
-            backend=backend,
-            scheduler=scheduler,
-            progress="quiet" if quiet else progress,
-            log=(lambda s: None) if quiet else _err,
-        )
-    except MmemoError as e:
-        raise _fail(e) from None
+    cfg = ExtractConfig(
+        aspect=aspect,
+        frame_size=frame_size,
+        frame_codec=frame_codec,
+        n_mels=n_mels,
+        n_mfcc=n_mfcc,
+        **({"features": names} if names else {}),
+    )
+    summary = extract_corpus(
+        corpus_dir,
+        out_dir,
+        cfg,
+        labels_path=labels_path,
+        label_format=label_format,
+        gold=gold,
+        annotation_delay=annotation_delay,
+        emotion_map=emotion_map,
+        jobs=_cores(jobs),
+        backend=backend,
+        scheduler=scheduler,
+        progress="quiet" if quiet else progress,
+        log=(lambda s: None) if quiet else _err,
+    )
     _print_summary(summary)
     if summary.failed:
         raise click.ClickException(f"{len(summary.failed)} clip(s) failed; see {summary.out_dir / 'errors.csv'}")
@@ -216,25 +255,8 @@ def _print_summary(summary) -> None:
         )
 
 
-_checkpoint_option = click.option(
-    "--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run."
-)
-
-
-def _run_options(f):
-    """--run RUN_DIR and --checkpoint, shared by predict and evaluate."""
-    f = _checkpoint_option(f)
-    return click.option(
-        "--run",
-        "run_dir",
-        required=True,
-        type=click.Path(file_okay=False, exists=True, path_type=Path),
-        help="Run directory of `mmemo train` (its best.pt holds the model and the feature configuration).",
-    )(f)
-
-
 @main.command()
-@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_features_dir
 @click.option(
     "--out",
     "-o",
@@ -249,12 +271,12 @@ def _run_options(f):
     help="Continue the run in this directory from its last.pt (a killed run picks up where it stopped).",
 )
 @click.option("--epochs", type=click.IntRange(1, None), help="[30; 60 for small corpora: under an hour of media]")
-@click.option("--batch-size", type=click.IntRange(1, None), default=8, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, None), default=1e-3, show_default=True, help="OneCycle peak rate.")
+@click.option("--batch-size", type=click.IntRange(1, None), default=TRAIN.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, None), default=TRAIN.lr, show_default=True, help="OneCycle peak rate.")
 @click.option(
     "--loss",
-    type=click.Choice(["mix", "ccc", "mse"]),
-    default="mix",
+    type=click.Choice(LOSSES),
+    default=TRAIN.loss,
     show_default=True,
     help="1 - CCC, MSE, or 0.7 (1 - CCC) + 0.3 MSE.",
 )
@@ -264,14 +286,16 @@ def _run_options(f):
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Share of groups held out for early stopping [0.2; 0.1 for small corpora].",
 )  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(0, None), default=2, show_default=True, help="DataLoader workers.")
+@click.option("--seed", type=int, default=TRAIN.seed, show_default=True)
+@click.option(
+    "--workers", type=click.IntRange(0, None), default=TRAIN.workers, show_default=True, help="DataLoader workers."
+)
 @click.option("--no-augment", is_flag=True, help="Train without on-the-fly augmentation.")
 @click.option(
     "--no-frame-cache", is_flag=True,
     help="Pool the stored frames on every read instead of caching them at the model's size in FEATURES_DIR/cache.",
 )  # fmt: skip
-@click.option("--max-seq-len", type=click.IntRange(8, None), default=1000, show_default=True)
+@click.option("--max-seq-len", type=click.IntRange(8, None), default=TRAIN.max_seq_len, show_default=True)
 @click.option("--hidden", type=click.IntRange(8, None), help="Model width [256; 64 for small corpora].")
 @click.option("--layers", type=click.IntRange(1, None), help="Encoder layers per modality [4; 2 for small corpora].")
 @click.option("--heads", type=click.IntRange(1, None), help="Attention heads [8; 4 for small corpora].")
@@ -279,7 +303,7 @@ def _run_options(f):
     "--dropout", type=click.FloatRange(0, 1, max_open=True),
     help="Dropout [0.1; 0.3 for small corpora: under an hour of labelled training media].",
 )  # fmt: skip
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_quiet("No progress bars.")
 @click.option(
     "--folds", type=click.IntRange(2, None),
     help="K-fold cross-validation with groups kept whole (--group-by, or the labels' speaker column); "
@@ -287,7 +311,7 @@ def _run_options(f):
 )  # fmt: skip
 @click.option("--seeds", type=click.IntRange(1, None), default=1, show_default=True, help="--folds: repetitions.")
 @click.option(
-    "--target", type=click.Choice(["auto", "frame", "clip"]), default="auto", show_default=True,
+    "--target", type=click.Choice(TARGETS), default=TRAIN.target, show_default=True,
     help="Loss on every labelled frame, or on each clip's mean (auto: clip when every clip is labelled per clip).",
 )  # fmt: skip
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int | None, batch_size: int,
@@ -300,40 +324,34 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
     training mean, ridge regression on clip statistics) on the same folds.
     """
-    from mmemo.config import TrainConfig
-    from mmemo.pipeline.train import Trainer
-
     if (run_dir is None) == (resume_dir is None):
         raise click.UsageError("give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
-    try:
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
-                          group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
-                          augment=not no_augment, max_seq_len=max_seq_len, target=target,
-                          frame_cache=not no_frame_cache)  # fmt: skip
-        given = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
-        model = {k: v for k, v in given.items() if v is not None}  # the rest: the Trainer's size rule
-        if folds is not None:
-            from mmemo.pipeline.crossval import cross_validate, format_markdown
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
+                      group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
+                      augment=not no_augment, max_seq_len=max_seq_len, target=target,
+                      frame_cache=not no_frame_cache)  # fmt: skip
+    given = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
+    model = {k: v for k, v in given.items() if v is not None}  # the rest: the Trainer's size rule
+    if folds is not None:
+        from mmemo.pipeline.crossval import cross_validate, format_markdown
 
-            summary = cross_validate(features_dir, run_dir or resume_dir, cfg, model, folds=folds, seeds=seeds,
-                                     log=click.echo, progress=not quiet)  # fmt: skip
-            click.echo(format_markdown(summary))
-            return
-        trainer = Trainer(features_dir, run_dir or resume_dir, cfg, model, resume=resume_dir is not None,
-                          log=click.echo, progress=not quiet)  # fmt: skip
-        try:
-            trainer.fit()
-        finally:
-            trainer.close()
-    except MmemoError as e:
-        raise _fail(e) from None
+        summary = cross_validate(features_dir, run_dir or resume_dir, cfg, model, folds=folds, seeds=seeds,
+                                 log=click.echo, progress=not quiet)  # fmt: skip
+        click.echo(format_markdown(summary))
+        return
+    from mmemo.pipeline.train import Trainer
+
+    with Trainer(features_dir, run_dir or resume_dir, cfg, model, resume=resume_dir is not None, log=click.echo,
+                 progress=not quiet) as trainer:  # fmt: skip
+        trainer.fit()
     if trainer.is_main:
         click.echo(f"best validation mean CCC {trainer.best:.3f}; checkpoints in {trainer.run_dir}")
 
 
 @main.command()
 @click.argument("clips", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@_run_options
+@_run_dir
+@_checkpoint
 @click.option(
     "--out",
     "-o",
@@ -374,7 +392,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
     output never falls further and further behind. Exit code 1 when any clip failed (the others are still
     predicted and written) or the stream broke.
     """
-    from mmemo.pipeline.corpus import discover
+    from mmemo.media.files import discover
     from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
 
     if source is not None:
@@ -401,15 +419,12 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
         raise click.UsageError(f"{len(sources)} clips: give --out DIRECTORY for their {fmt.upper()} files")
     if plot is not None and len(sources) > 1 and plot.suffix:
         raise click.UsageError("--plot FILE.png is for one clip; give a directory to get one PNG per clip")
-    try:
-        run = load_run(run_dir, checkpoint)
-    except MmemoError as e:
-        raise _fail(e) from None
+    run = load_run(run_dir, checkpoint)
     failed = 0
     for path, audio_path, name in sources:
         try:
             pred = predict_clip(run, path, audio_path)
-        except MmemoError as e:
+        except MmemoError as e:  # one clip's failure: said, counted, and the other clips go on
             click.echo(f"error: {e}", err=True)
             failed += 1
             continue
@@ -448,14 +463,12 @@ def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realt
             _err(f"note: the machine is behind; dropped {p.dropped} prediction(s) before {p.time:.2f} s")
         sys.stdout.flush()
 
+    run = load_run(run_dir, checkpoint)
+    if fmt == "csv":
+        click.echo("time,valence,arousal,latency_s")
     try:
-        run = load_run(run_dir, checkpoint)
-        if fmt == "csv":
-            click.echo("time,valence,arousal,latency_s")
         stats = stream_predict(run, source, emit, hop_s=hop, context_s=context, realtime=realtime,
                                every_hop=every_hop, input_format=input_format, options=options)  # fmt: skip
-    except MmemoError as e:
-        raise _fail(e) from None
     except KeyboardInterrupt:
         _err("stopped")
         return
@@ -463,8 +476,9 @@ def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realt
 
 
 @main.command()
-@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@_run_options
+@_features_dir
+@_run_dir
+@_checkpoint
 @click.option(
     "--out",
     "-o",
@@ -478,11 +492,8 @@ def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path |
     from mmemo.pipeline.evaluate import evaluate_features, format_table, write_evaluation
     from mmemo.pipeline.predict import load_run
 
-    try:
-        run = load_run(run_dir, checkpoint)
-        ev = evaluate_features(run, features_dir)
-    except MmemoError as e:
-        raise _fail(e) from None
+    run = load_run(run_dir, checkpoint)
+    ev = evaluate_features(run, features_dir)
     out = write_evaluation(ev, out_dir or run_dir / f"eval-{features_dir.resolve().name}", run_dir, features_dir)
     if as_json:
         click.echo((out / "metrics.json").read_text(), nl=False)
@@ -495,8 +506,8 @@ def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path |
 
 @main.command(name="export")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), default="torchscript", show_default=True)
-@click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True)
+@_checkpoint
 @click.option(
     "--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=Path),
     help="File to write (default RUN_DIR/best.torchscript.pt or RUN_DIR/best.onnx); a sidecar JSON goes beside it.",
@@ -510,10 +521,7 @@ def export_cmd(run_dir: Path, fmt: str, checkpoint: str, out_path: Path | None) 
     """
     from mmemo.pipeline.export import export_run, sidecar_path
 
-    try:
-        path = export_run(run_dir, out_path, fmt, checkpoint)
-    except MmemoError as e:
-        raise _fail(e) from None
+    path = export_run(run_dir, out_path, fmt, checkpoint)
     meta = json.loads(sidecar_path(path).read_text())
     diff = (meta.get("check") or {}).get("max_abs_diff")
     checked = f"; max abs difference from PyTorch {diff:.2e}" if diff is not None else "; not checked"
@@ -524,25 +532,21 @@ def export_cmd(run_dir: Path, fmt: str, checkpoint: str, out_path: Path | None) 
 @main.command()
 def features() -> None:
     """List the registered audio features (name, dimension, description)."""
-    from mmemo.config import ExtractConfig
+    from mmemo.data.schema import FEATURE_DTYPE
     from mmemo.features.registry import FEATURES
 
-    cfg = ExtractConfig()
     for name, f in FEATURES.items():
-        click.echo(f"{name:10s} {f.dim(cfg):3d}  {f.dtype.__name__}  {f.description}")
+        click.echo(f"{name:10s} {f.dim(EXTRACT):3d}  {FEATURE_DTYPE.__name__}  {f.description}")
 
 
 @main.command()
-@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--jobs", "-j", type=click.IntRange(1, None), default=None, help="Shards checked in parallel.")
+@_features_dir
+@_jobs
 def validate(features_dir: Path, jobs: int | None) -> None:
     """Re-read every shard against the schema and the manifest; exit 1 with the list of problems."""
     from mmemo.pipeline.validate import validate_features_dir
 
-    try:
-        checked, problems = validate_features_dir(features_dir, jobs=jobs or os.cpu_count() or 1)
-    except MmemoError as e:
-        raise _fail(e) from None
+    checked, problems = validate_features_dir(features_dir, jobs=_cores(jobs))
     for p in problems:
         click.echo(p)
     if problems:
@@ -551,15 +555,12 @@ def validate(features_dir: Path, jobs: int | None) -> None:
 
 
 @main.command()
-@click.argument("features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_features_dir
 def inspect(features_dir: Path) -> None:
     """Summarise a features directory: clips, hours, modalities, features, storage, failures."""
-    from mmemo.pipeline.inspect import format_inventory, inventory
+    from mmemo.pipeline.inventory import format_inventory, inventory
 
-    try:
-        click.echo(format_inventory(inventory(features_dir)))
-    except MmemoError as e:
-        raise _fail(e) from None
+    click.echo(format_inventory(inventory(features_dir)))
 
 
 @main.command()
@@ -573,7 +574,7 @@ def inspect(features_dir: Path) -> None:
     help="Where the demo corpus and features go.",
 )
 @click.option("--clips", type=click.IntRange(2, 200), default=12, show_default=True)
-@click.option("--jobs", "-j", type=click.IntRange(1, None), default=None)
+@_jobs
 @click.option(
     "--epochs",
     type=click.IntRange(0, None),
@@ -581,39 +582,37 @@ def inspect(features_dir: Path) -> None:
     show_default=True,
     help="Training epochs after extraction (0: extract only).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_quiet("No progress bars.")
 def demo(out_dir: Path, clips: int, jobs: int | None, epochs: int, quiet: bool) -> None:
     """Make a small synthetic labelled corpus, extract it and train on it (no download needed).
 
     In the demo corpus valence is carried only by the picture (a face's colour and smile) and arousal only by
     the sound (a voice's loudness, pitch and pace): good validation CCC on both needs both modalities.
     """
-    from mmemo.demo import predict_unseen, run_demo, train_demo
-    from mmemo.pipeline.inspect import format_inventory, inventory
+    from mmemo.pipeline.demo import predict_unseen, run_demo, train_demo
+    from mmemo.pipeline.inventory import format_inventory, inventory
 
-    try:
-        summary = run_demo(out_dir, n_clips=clips, jobs=jobs or os.cpu_count(), log=_err)
-        _print_summary(summary)
-        click.echo(format_inventory(inventory(summary.out_dir)))
-        if summary.failed:
-            raise click.ClickException(f"{len(summary.failed)} demo clip(s) failed")
-        if epochs:
-            click.echo(f"training on {summary.out_dir} (held-out speakers for validation) ...")
-            best, trainer = train_demo(out_dir, epochs=epochs, log=click.echo, progress=not quiet)
-            click.echo(
-                f"held-out validation CCC at the best epoch ({int(best['epoch'])}): valence {best['valence_ccc']:.3f}, "
-                f"arousal {best['arousal_ccc']:.3f} (clips {', '.join(c.clip_id for c in trainer.val_clips)}); "
-                f"run in {trainer.run_dir}"
-            )
-            u = predict_unseen(out_dir)
-            click.echo(
-                f"predicted an unseen {u['frames'] / 25:.0f}-s clip {u['clip']}: {u['csv']}, plot {u['png']}; "
-                f"against its labels: valence CCC {u['valence_ccc']:.3f} (mean {u['valence_mean'][0]:+.2f} predicted, "
-                f"{u['valence_mean'][1]:+.2f} labelled), arousal CCC {u['arousal_ccc']:.3f} (mean "
-                f"{u['arousal_mean'][0]:+.2f} predicted, {u['arousal_mean'][1]:+.2f} labelled)"
-            )
-    except MmemoError as e:
-        raise _fail(e) from None
+    summary = run_demo(out_dir, n_clips=clips, jobs=_cores(jobs), log=_err)
+    _print_summary(summary)
+    click.echo(format_inventory(inventory(summary.out_dir)))
+    if summary.failed:
+        raise click.ClickException(f"{len(summary.failed)} demo clip(s) failed")
+    if not epochs:
+        return
+    click.echo(f"training on {summary.out_dir} (held-out speakers for validation) ...")
+    best, trainer = train_demo(out_dir, epochs=epochs, log=click.echo, progress=not quiet)
+    click.echo(
+        f"held-out validation CCC at the best epoch ({int(best['epoch'])}): valence {best['valence_ccc']:.3f}, "
+        f"arousal {best['arousal_ccc']:.3f} (clips {', '.join(c.clip_id for c in trainer.val_clips)}); "
+        f"run in {trainer.run_dir}"
+    )
+    u = predict_unseen(out_dir)
+    click.echo(
+        f"predicted an unseen {u['frames'] / 25:.0f}-s clip {u['clip']}: {u['csv']}, plot {u['png']}; "
+        f"against its labels: valence CCC {u['valence_ccc']:.3f} (mean {u['valence_mean'][0]:+.2f} predicted, "
+        f"{u['valence_mean'][1]:+.2f} labelled), arousal CCC {u['arousal_ccc']:.3f} (mean "
+        f"{u['arousal_mean'][0]:+.2f} predicted, {u['arousal_mean'][1]:+.2f} labelled)"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,23 +1,54 @@
-"""Configuration dataclasses. Each is saved with the output it produced (to_dict / from_dict)."""
+"""What `mmemo extract` computes and how `mmemo train` trains: the configuration the CLI is built from.
+
+Each dataclass is saved with the output it produced (``to_dict`` / ``from_dict``) and validates itself on
+construction; the tuples of choices here (aspect policies, frame codecs, losses, targets) are what the CLI offers.
+The model's sizes live beside the model (``mmemo.model.config.ModelConfig``). This module imports nothing of mmemo
+but its errors, so every layer can read it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import asdict, dataclass, fields
 
 from mmemo.errors import ConfigError
 
-ASPECT_POLICIES = ("letterbox", "crop", "stretch")
+ASPECT_POLICIES = ("letterbox", "crop", "stretch")  # how frames become square (mmemo.media.grid)
+BACKENDS = ("loky", "dask")  # where `mmemo extract` runs its clips: processes here, or a Dask cluster's workers
+PROGRESS_MODES = ("auto", "bar", "lines")  # a live bar (terminals) or a line every 10 s (logs)
+# Label layouts (mmemo.data.layouts, docs/labels.md) and how several raters' traces become one gold standard.
+LABEL_FORMATS = ("auto", "csv", "dimtables", "multirater", "affwild", "cremad", "ravdess")
+GOLD_METHODS = ("mean", "ewe")
+EXPORT_FORMATS = ("torchscript", "onnx")  # `mmemo export` (mmemo.pipeline.export)
+# The audio features `mmemo extract` computes unless told otherwise: every one registered in mmemo.features.audio,
+# in registry order (a test holds the two together).
+DEFAULT_FEATURES = ("logmel", "rms", "centroid", "rolloff", "zcr", "mfcc", "rhythm")
+# Frame storage (mmemo.data.codecs): a lossless HDF5 filter, or "jpeg" / "jpegNN" (JPEG quality NN, default 90).
+LOSSLESS_CODECS = ("lzf", "gzip", "zstd")
+JPEG_CODEC = re.compile(r"^jpeg(\d{2,3})?$")
 
 
-def _default_features() -> tuple[str, ...]:
-    from mmemo.features.registry import default_feature_names
+def check_frame_codec(codec: str) -> str:
+    """``codec`` if mmemo can write it here, else a ConfigError saying why."""
+    m = JPEG_CODEC.match(codec)
+    if m:
+        q = int(m.group(1) or 90)
+        if not 1 <= q <= 100:
+            raise ConfigError(f"frame codec {codec!r}: JPEG quality {q} is not in 1..100")
+        return codec
+    if codec not in LOSSLESS_CODECS:
+        raise ConfigError(f"frame codec {codec!r} is not one of {', '.join(LOSSLESS_CODECS)}, jpeg or jpegNN (quality)")
+    if codec == "zstd":
+        try:
+            import hdf5plugin  # noqa: F401
+        except ImportError:
+            raise ConfigError("frame codec 'zstd' needs hdf5plugin: pip install 'mmemo[zstd]'") from None
+    return codec
 
-    return default_feature_names()
 
-
-class _Serialisable:
+class Serialisable:
     """to_dict / from_dict for the frozen config dataclasses (tuples travel as lists, unknown keys refused)."""
 
     def to_dict(self) -> dict:
@@ -32,7 +63,7 @@ class _Serialisable:
 
 
 @dataclass(frozen=True)
-class ExtractConfig(_Serialisable):
+class ExtractConfig(Serialisable):
     """What `mmemo extract` computes. Everything here changes the arrays, so all of it is hashed.
 
     The time grid is fixed by ``fps`` and ``sample_rate``: frame ``t`` covers ``[t/fps, (t+1)/fps)`` and the
@@ -51,11 +82,11 @@ class ExtractConfig(_Serialisable):
     fmax: float = 8000.0
     rolloff_percent: float = 0.85
     tempo_window_s: float = 8.0
-    features: tuple[str, ...] = field(default_factory=_default_features)
+    features: tuple[str, ...] = DEFAULT_FEATURES  # names of mmemo.features.registry.FEATURES
 
     def __post_init__(self) -> None:
-        from mmemo.features.registry import FEATURES
-
+        # Feature names are checked against the registry where features are computed
+        # (mmemo.features.registry.feature_dims): the registry sits above this module.
         for name in ("sample_rate", "fps", "n_fft", "n_mels", "n_mfcc"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
@@ -70,9 +101,7 @@ class ExtractConfig(_Serialisable):
             raise ConfigError(f"rolloff_percent {self.rolloff_percent} is not between 0 and 1")
         if len(set(self.features)) != len(tuple(self.features)):
             raise ConfigError(f"feature(s) listed twice: {', '.join(self.features)}")
-        from mmemo.data.codecs import check_codec
-
-        check_codec(self.frame_codec)
+        check_frame_codec(self.frame_codec)
         if self.aspect not in ASPECT_POLICIES:
             raise ConfigError(f"aspect policy {self.aspect!r} is not one of {', '.join(ASPECT_POLICIES)}")
         if self.sample_rate % self.fps:
@@ -81,9 +110,6 @@ class ExtractConfig(_Serialisable):
             raise ConfigError(f"n_fft {self.n_fft} is shorter than the hop {self.hop_length}")
         if self.frame_size < 8:
             raise ConfigError(f"frame_size {self.frame_size} is too small")
-        unknown = [f for f in self.features if f not in FEATURES]
-        if unknown:
-            raise ConfigError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}")
         if not self.features:
             raise ConfigError("no audio feature selected")
         object.__setattr__(self, "features", tuple(self.features))
@@ -101,52 +127,21 @@ class ExtractConfig(_Serialisable):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class ModelConfig(_Serialisable):
-    """Sizes of the MultiModalTransformer (saved in every checkpoint; the model is rebuilt from it alone).
-
-    The frame encoder sees frames average-pooled from the stored size to ``video_size`` (56 = 224 / 4): valence
-    and arousal live in faces and gestures, not in fine texture, and a CPU can then afford a few hundred frames
-    per step. Raise it (and ``cnn_channels``) on a GPU.
-    """
-
-    audio_dim: int = 91  # total dimension of the selected audio features (0: no audio branch)
-    video: bool = True  # build the video branch
-    hidden: int = 256
-    heads: int = 8
-    layers: int = 4
-    cross_layers: int = 1
-    ff_mult: int = 4
-    dropout: float = 0.1  # on residual branches, the fusion and the feed-forward layers
-    # Dropout on the attention weights themselves makes PyTorch's CPU attention fall back to materialising every
-    # (T x T) matrix: 2.7x the step time and +8 GiB at batch 8 x 1000 rows (benchmarks/train.py). Off by default.
-    attention_dropout: float = 0.0
-    max_seq_len: int = 1000
-    video_size: int = 56
-    cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
-    modality_dropout: float = 0.1  # per training sample: chance that one of its two modalities is hidden
-    # Statistics pooling: the head also sees the mean and standard deviation over the window of the fused states
-    # (what ridge regression on clip statistics gets), so one linear layer can weigh the clip as a whole.
-    stats_head: bool = False
-
-    def __post_init__(self) -> None:
-        if self.hidden % self.heads:
-            raise ConfigError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
-        if self.audio_dim <= 0 and not self.video:
-            raise ConfigError("a model needs audio features or video")
-        if not 0 <= self.dropout < 1 or not 0 <= self.modality_dropout < 1:
-            raise ConfigError(f"dropout {self.dropout} / modality_dropout {self.modality_dropout} not in [0, 1)")
-        object.__setattr__(self, "cnn_channels", tuple(self.cnn_channels))
-
-
-LOSSES = ("ccc", "mse", "mix")
+LOSSES = ("mix", "ccc", "mse")
+# What the loss compares: "frame" (every labelled row), "clip" (each window's mean prediction against its mean
+# label: for corpora labelled per clip, where rows of one clip share one value), "auto" (clip when every training
+# clip is labelled per clip, else frame).
+TARGETS = ("auto", "frame", "clip")
+# Below this much labelled training media a corpus is small: the trainer then defaults to the small model, more
+# epochs and patience, and a smaller validation share (docs/training.md has the cross-validation behind it).
+SMALL_CORPUS_S = 3600
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Serialisable):
+class TrainConfig(Serialisable):
     """How `mmemo train` trains (saved in RUN_DIR/config.json and in every checkpoint)."""
 
-    epochs: int | None = None  # None: 30, or 60 for small corpora (see SMALL_CORPUS_S in mmemo.pipeline.train)
+    epochs: int | None = None  # None: 30, or 60 for small corpora (under SMALL_CORPUS_S of training media)
     batch_size: int = 8
     lr: float = 1e-3  # OneCycleLR's peak learning rate
     weight_decay: float = 0.01
@@ -161,17 +156,14 @@ class TrainConfig(_Serialisable):
     workers: int = 2
     augment: bool = True
     max_seq_len: int = 1000  # rows per training window (40 s at 25 fps)
-    # What the loss compares: "frame" (every labelled row), "clip" (each window's mean prediction against its mean
-    # label: for corpora labelled per clip, where rows of one clip share one value), "auto" (clip when every
-    # training clip is labelled per clip, else frame).
-    target: str = "auto"
+    target: str = "auto"  # one of TARGETS
     # Keep each clip's frames pooled to the model's video_size in FEATURES_DIR/cache (built on first read, 16x
     # less to read than 224-px frames): the loader was what a GPU waited for.
     frame_cache: bool = True
 
     def __post_init__(self) -> None:
-        if self.target not in ("auto", "frame", "clip"):
-            raise ConfigError(f"target {self.target!r} is not one of auto, frame, clip")
+        if self.target not in TARGETS:
+            raise ConfigError(f"target {self.target!r} is not one of {', '.join(TARGETS)}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.val_fraction is not None and not 0 < self.val_fraction < 1:

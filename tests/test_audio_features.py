@@ -13,10 +13,10 @@ import librosa
 import numpy as np
 import pytest
 
-from mmemo.config import ExtractConfig
+from mmemo.config import DEFAULT_FEATURES, ExtractConfig
 from mmemo.errors import ConfigError
-from mmemo.features.audio import compute_features, feature_dims
-from mmemo.features.registry import FEATURES, default_feature_names, register
+from mmemo.features.audio import compute_features
+from mmemo.features.registry import FEATURES, check_features, feature_dims, register
 
 SR, FPS, HOP, N_FFT = 16000, 25, 640, 1024
 BIN_HZ = SR / N_FFT  # 15.625 Hz between FFT bins
@@ -107,14 +107,27 @@ def test_feature_dims_follow_config(name: str, n_mels: int, n_mfcc: int) -> None
 
 
 def test_registry_table_is_consistent() -> None:
-    """Keys equal Feature.name, dtype is float32, descriptions are non-empty, defaults are the config default."""
+    """Keys equal Feature.name, descriptions are non-empty; the config's defaults are registered, in registry order."""
     for name, feat in FEATURES.items():
         assert feat.name == name
-        assert feat.dtype is np.float32
         assert feat.description.strip()
     assert set(FEATURES) >= {"logmel", "rms", "centroid", "rolloff", "zcr", "mfcc", "rhythm"}
-    assert ExtractConfig().features == default_feature_names()
-    assert set(compute_features(noise(5), CFG)) == set(default_feature_names())
+    assert ExtractConfig().features == DEFAULT_FEATURES
+    assert DEFAULT_FEATURES == tuple(n for n in FEATURES if n in DEFAULT_FEATURES)
+    assert set(DEFAULT_FEATURES) <= set(FEATURES)
+    assert set(compute_features(noise(5), CFG)) == set(DEFAULT_FEATURES)
+
+
+def test_unknown_feature_is_refused_where_features_are_computed() -> None:
+    """The registry sits above the config: a name it does not know is a ConfigError naming it, before any work."""
+    cfg = ExtractConfig(features=("rms", "bogus_feature"))
+    for call in (
+        lambda: check_features(cfg.features),
+        lambda: feature_dims(cfg),
+        lambda: compute_features(noise(5), cfg),
+    ):
+        with pytest.raises(ConfigError, match="unknown feature\\(s\\) bogus_feature; known: logmel, rms"):
+            call()
 
 
 def test_register_twice_raises() -> None:
@@ -321,7 +334,6 @@ def test_white_noise_pulse_clarity_low(click_train_rhythm: np.ndarray) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
-        (dict(features=("rms", "bogus_feature")), "bogus_feature"),
         (dict(aspect="squash"), "squash"),
         (dict(sample_rate=16000, fps=30), "sample_rate 16000"),
         (dict(sample_rate=16000, fps=30), "fps 30"),

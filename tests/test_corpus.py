@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mmemo.pipeline.corpus import discover
+from mmemo.media.files import discover
 
 
 def _touch(root, *names):

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from mmemo.cli import main
 from mmemo.config import ExtractConfig
-from mmemo.demo import make_demo_corpus
 from mmemo.errors import ConfigError
 from mmemo.pipeline.crossval import grouped_folds, ridge_fit, score
+from mmemo.pipeline.demo import make_demo_corpus
 from mmemo.pipeline.extract import extract_corpus
 
 

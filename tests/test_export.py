@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from mmemo.config import ExtractConfig, ModelConfig, TrainConfig
+from mmemo.config import ExtractConfig, TrainConfig
 from mmemo.errors import MmemoError
+from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
 from mmemo.pipeline import export as E
 from mmemo.pipeline.export import export_run, sidecar_path

@@ -16,8 +16,8 @@ from mmemo.cli import main
 from mmemo.config import ExtractConfig
 from mmemo.data.shards import read_clip, validate_shard
 from mmemo.features.clip import featurise_in_memory
-from mmemo.features.media import decode_media
-from mmemo.synth import counter_frames, tone, write_media
+from mmemo.media.decode import decode_media
+from mmemo.media.synth import counter_frames, tone, write_media
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,14 @@ from click.testing import CliRunner
 from mmemo.cli import main
 from mmemo.config import TrainConfig
 from mmemo.data.emotions import DEFAULT_MAP, LEXICON, parse_cremad, parse_ravdess
+from mmemo.data.features_dir import load_corpus, split
 from mmemo.data.labels import align, read_labels
 from mmemo.data.layouts import detect, load_labels
 from mmemo.data.raters import ewe_weights, gold_standard, read_rater_file
 from mmemo.data.shards import read_clip
 from mmemo.errors import ConfigError, LabelError
-from mmemo.features.media import decode_media
-from mmemo.pipeline.train import load_corpus, split
-from mmemo.synth import counter_frames, tone, write_media
+from mmemo.media.decode import decode_media
+from mmemo.media.synth import counter_frames, tone, write_media
 
 U = np.array([1.0, -1.0, 1.0, -1.0])  # zero-mean, orthogonal, equal norms: correlations come out by hand
 W = np.array([1.0, 1.0, -1.0, -1.0])

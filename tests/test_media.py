@@ -17,10 +17,11 @@ import pytest
 from conftest import REALDATA, needs_ffmpeg, needs_realdata
 
 from mmemo.errors import MediaError
-from mmemo.features.media import decode_media, target_size
-from mmemo.synth import COUNTER_PERIOD, tone, write_media
-from mmemo.synth import counter_frames as counter
-from mmemo.synth import read_counter as read_index
+from mmemo.media.decode import decode_media
+from mmemo.media.grid import target_size
+from mmemo.media.synth import COUNTER_PERIOD, tone, write_media
+from mmemo.media.synth import counter_frames as counter
+from mmemo.media.synth import read_counter as read_index
 
 GRID_FPS = 25
 HOP = 16000 // GRID_FPS  # samples per grid row at 16 kHz

@@ -13,12 +13,12 @@ from mmemo.cli import main
 from mmemo.config import ExtractConfig, TrainConfig
 from mmemo.data.dataset import pool_frames
 from mmemo.data.shards import read_clip
-from mmemo.demo import make_demo_corpus
 from mmemo.features.clip import ClipArrays
+from mmemo.media.synth import tone, write_media
+from mmemo.pipeline.demo import make_demo_corpus
 from mmemo.pipeline.extract import extract_corpus
 from mmemo.pipeline.predict import infer, load_run, model_inputs, predict_clip, window_starts
 from mmemo.pipeline.train import Trainer
-from mmemo.synth import tone, write_media
 
 SMALL = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
 

@@ -19,9 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from mmemo.cli import main
+from mmemo.data import features_dir as FD
 from mmemo.data import schema as S
 from mmemo.data.shards import read_clip
-from mmemo.synth import tone, write_media
+from mmemo.media.synth import tone, write_media
 
 N_CLIPS = 6
 
@@ -59,7 +60,7 @@ def reference(corpus, tmp_path_factory):
 
 def _arrays(out):
     """clip -> every array of its shard (frames, features, masks, labels)."""
-    m = pd.read_csv(out / S.MANIFEST, keep_default_na=False)
+    m = pd.read_csv(out / FD.MANIFEST, keep_default_na=False)
     result = {}
     for _, row in m.iterrows():
         assert row["status"] != "failed", row["error"]
@@ -89,7 +90,7 @@ def _assert_same(out, reference):
 
 
 def _state(out):
-    shards = out / S.SHARD_DIR
+    shards = out / FD.SHARD_DIR
     done = list(shards.rglob("*.h5")) if shards.exists() else []
     partial = list(shards.rglob("*.partial")) if shards.exists() else []
     return done, partial
@@ -149,7 +150,7 @@ def test_damaged_shards_fail_validation(reference, tmp_path):
     """A truncated shard, a NaN feature, a dropped dataset, a stray partial: each named, exit 1."""
     out = tmp_path / "damaged"
     shutil.copytree(reference, out)
-    shards = out / S.SHARD_DIR
+    shards = out / FD.SHARD_DIR
     clip0, clip1, clip2 = shards / "s0/clip0.h5", shards / "s1/clip1.h5", shards / "s0/clip2.h5"
     data = clip0.read_bytes()
     clip0.write_bytes(data[: len(data) // 2])
@@ -171,10 +172,10 @@ def test_validate_checks_the_manifest_against_the_shards(reference, tmp_path):
     """A shard missing from the manifest and a manifest row without its shard are both reported."""
     out = tmp_path / "m"
     shutil.copytree(reference, out)
-    m = pd.read_csv(out / S.MANIFEST, keep_default_na=False)
+    m = pd.read_csv(out / FD.MANIFEST, keep_default_na=False)
     m = m[m["clip"] != "voice"]
-    m.to_csv(out / S.MANIFEST, index=False)
-    (out / S.SHARD_DIR / "s0/clip4.h5").unlink()
+    m.to_csv(out / FD.MANIFEST, index=False)
+    (out / FD.SHARD_DIR / "s0/clip4.h5").unlink()
     r = CliRunner().invoke(main, ["validate", str(out), "-j", "1"])
     assert r.exit_code == 1
     assert "voice.h5: shard not in the manifest" in r.output

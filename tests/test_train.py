@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from mmemo.config import ExtractConfig, TrainConfig
-from mmemo.demo import make_demo_corpus
+from mmemo.data.features_dir import load_corpus, split
 from mmemo.errors import MmemoError
+from mmemo.model.checkpoint import load_checkpoint
+from mmemo.pipeline.demo import make_demo_corpus
 from mmemo.pipeline.extract import extract_corpus
-from mmemo.pipeline.train import Trainer, load_checkpoint, load_corpus, split
+from mmemo.pipeline.train import Trainer
 
 SMALL = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
 

@@ -1,4 +1,5 @@
-"""How frames are stored in a shard: lossless HDF5 filters on a (T, S, S, 3) uint8 dataset, or JPEG.
+"""How frames are stored in a shard: lossless HDF5 filters on a (T, S, S, 3) uint8 dataset, or JPEG (the names are
+checked by ``mmemo.config.check_frame_codec``).
 
 Measured on real 720p H.264 frames letterboxed to 224x224 (``python benchmarks/extract.py`` prints the table):
 
@@ -16,45 +17,18 @@ Measured on real 720p H.264 frames letterboxed to 224x224 (``python benchmarks/e
 from __future__ import annotations
 
 import io
-import re
 
 import numpy as np
 
-from mmemo.errors import ConfigError
-
-LOSSLESS = ("lzf", "gzip", "zstd")
-_JPEG = re.compile(r"^jpeg(\d{2,3})?$")
-
-
-def check_codec(codec: str) -> str:
-    """``codec`` if mmemo can write it here, else a ConfigError saying why."""
-    m = _JPEG.match(codec)
-    if m:
-        q = int(m.group(1) or 90)
-        if not 1 <= q <= 100:
-            raise ConfigError(f"frame codec {codec!r}: JPEG quality {q} is not in 1..100")
-        return codec
-    if codec not in LOSSLESS:
-        raise ConfigError(f"frame codec {codec!r} is not one of {', '.join(LOSSLESS)}, jpeg or jpegNN (quality)")
-    if codec == "zstd":
-        _hdf5plugin()
-    return codec
+from mmemo.config import JPEG_CODEC, check_frame_codec
 
 
 def is_jpeg(codec: str) -> bool:
-    return _JPEG.match(codec) is not None
+    return JPEG_CODEC.match(codec) is not None
 
 
 def jpeg_quality(codec: str) -> int:
-    return int(_JPEG.match(codec).group(1) or 90)
-
-
-def _hdf5plugin():
-    try:
-        import hdf5plugin
-    except ImportError:
-        raise ConfigError("frame codec 'zstd' needs hdf5plugin: pip install 'mmemo[zstd]'") from None
-    return hdf5plugin
+    return int(JPEG_CODEC.match(codec).group(1) or 90)
 
 
 def dataset_options(codec: str) -> dict:
@@ -64,7 +38,10 @@ def dataset_options(codec: str) -> dict:
     if codec == "gzip":
         return {"compression": "gzip", "compression_opts": 1}
     if codec == "zstd":
-        return dict(_hdf5plugin().Zstd(clevel=3))
+        check_frame_codec(codec)  # a one-line error when hdf5plugin is missing
+        import hdf5plugin
+
+        return dict(hdf5plugin.Zstd(clevel=3))
     raise ValueError(f"{codec} is not a lossless codec")
 
 

@@ -24,17 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mmemo import atomic
 from mmemo.data import schema as S
+from mmemo.data.features_dir import ClipRef
 from mmemo.data.shards import read_frames
-
-
-@dataclass(frozen=True)
-class ClipRef:
-    """Where a clip is and how long: enough to plan windows without opening the file."""
-
-    clip_id: str
-    path: str
-    n_frames: int
 
 
 @dataclass(frozen=True)
@@ -104,14 +97,13 @@ def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path) -> np
         if path.exists() and path.stat().st_mtime_ns >= Path(ref.path).stat().st_mtime_ns:
             return np.load(path, mmap_mode="r")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
         T = ref.n_frames
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(T, size, size, 3))
-        for r0 in range(0, T, POOL_BLOCK):
-            out[r0 : r0 + POOL_BLOCK] = pool_frames(read_frames(h5, r0, min(T, r0 + POOL_BLOCK)), size)
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        with atomic.atomic_path(path, unique=True) as tmp:  # per process: workers may build the same clip
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(T, size, size, 3))
+            for r0 in range(0, T, POOL_BLOCK):
+                out[r0 : r0 + POOL_BLOCK] = pool_frames(read_frames(h5, r0, min(T, r0 + POOL_BLOCK)), size)
+            out.flush()
+            del out
         return np.load(path, mmap_mode="r")
     except OSError as e:
         if not _CACHE_WARNED:
@@ -149,16 +141,12 @@ class ShardDataset(Dataset):
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.max_len, self.train, self.video_size, self.use_video = max_len, train, video_size, use_video
         self.augment = augment if (augment is not None and augment.enabled and train) else None
-        self.seed, self.epoch = seed, 0
+        self.seed = seed
         self.audio_dim = int(self.mean.size)
         self._files: dict[str, h5py.File] = {}
         self._pid = None
         # item -> (clip index, window number): training draws the start at random, evaluation tiles the clip
         self.items = [(ci, w) for ci, c in enumerate(clips) for w in range(max(1, math.ceil(c.n_frames / max_len)))]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Training windows are redrawn each epoch (call before building the epoch's DataLoader iterator)."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.items)
@@ -180,7 +168,6 @@ class ShardDataset(Dataset):
     def window(self, index: int) -> tuple[int, int, int]:
         """(clip index, start, stop) of item ``index``; an index past ``len`` carries its epoch (EpochSampler)."""
         epoch, index = divmod(index, len(self.items))
-        epoch = epoch or self.epoch
         ci, w = self.items[index]
         T = self.clips[ci].n_frames
         L = min(self.max_len, T)
@@ -203,7 +190,7 @@ class ShardDataset(Dataset):
         return pool_frames(read_frames(h5, start, stop), self.video_size)
 
     def __getitem__(self, index: int) -> dict:
-        epoch = index // len(self.items) or self.epoch
+        epoch = index // len(self.items)
         ci, start, stop = self.window(index)
         h5 = self._h5(self.clips[ci].path)
         L = stop - start

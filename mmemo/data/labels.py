@@ -27,14 +27,15 @@ import numpy as np
 import pandas as pd
 
 from mmemo.errors import LabelError
-from mmemo.features.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+from mmemo.media.files import MEDIA_SUFFIXES
 
 DIMENSIONS = ("valence", "arousal")
+LABELS_FILE = "labels.csv"  # the generic layout's table: looked for in a corpus, written into FEATURES_DIR
 KINDS = ("clip", "continuous", "frames")
 # A per-frame table may differ from the video's frame count by this much before it is worth a note: Aff-Wild2
 # files are sometimes one frame longer or shorter than their video.
 FRAME_COUNT_SLACK = 2
-_MEDIA_SUFFIXES = {s.lower() for s in VIDEO_SUFFIXES + AUDIO_SUFFIXES}
+_MEDIA_SUFFIXES = set(MEDIA_SUFFIXES)  # all lower case
 
 
 def normalise_clip_id(raw: str) -> str:
@@ -153,7 +154,7 @@ def align(
         vals, notes = _per_frame(rows, n_frames, source_index, n_source_frames)
     else:
         t = np.arange(n_frames) / fps
-        vals = [_interpolate(rows["time"].to_numpy(), rows[d].to_numpy(), t) for d in DIMENSIONS]
+        vals = [interpolate(rows["time"].to_numpy(), rows[d].to_numpy(), t) for d in DIMENSIONS]
     valence, arousal = vals
     mask = np.isfinite(valence) & np.isfinite(arousal)
     valence[~mask] = np.nan
@@ -185,7 +186,7 @@ def _per_frame(
     return vals, notes
 
 
-def _interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
+def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Linear interpolation of ``values`` at ``t``; NaN outside ``[times[0], times[-1]]`` or next to a NaN."""
     out = np.full(t.shape, np.nan, np.float32)
     if times.size == 0:

@@ -45,13 +45,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmemo.config import GOLD_METHODS, LABEL_FORMATS
 from mmemo.data.emotions import PARSERS, read_categorical
-from mmemo.data.labels import DIMENSIONS, LabelTable, _interpolate, normalise_clip_id, read_labels
-from mmemo.data.raters import GOLD_METHODS, RATER_SUFFIXES, ewe_weights, gold_standard, read_rater_file
+from mmemo.data.labels import DIMENSIONS, LABELS_FILE, LabelTable, interpolate, normalise_clip_id, read_labels
+from mmemo.data.raters import RATER_SUFFIXES, ewe_weights, gold_standard, read_rater_file
 from mmemo.errors import ConfigError, LabelError
 
-LABEL_FORMATS = ("auto", "csv", "dimtables", "multirater", "affwild", "cremad", "ravdess")
-LABELS_FILE = "labels.csv"
 AFFWILD_HEADER = "valence,arousal"
 AFFWILD_UNANNOTATED = -5.0
 _DIM_DIR_DEPTH = 4  # how deep below D dimension directories are looked for (RECOLA: ratings_individual/arousal)
@@ -336,7 +335,7 @@ def _merge_dimensions(clip: str, valence: tuple, arousal: tuple) -> pd.DataFrame
     (tv, v), (ta, a) = valence, arousal
     if not np.array_equal(tv, ta):
         t = np.union1d(tv, ta)
-        v, a = _interpolate(tv, v, t).astype(np.float64), _interpolate(ta, a, t).astype(np.float64)
+        v, a = interpolate(tv, v, t).astype(np.float64), interpolate(ta, a, t).astype(np.float64)
         tv = t
     return pd.DataFrame({"clip": clip, "time": tv, "valence": v, "arousal": a})
 

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mmemo.config import GOLD_METHODS
 from mmemo.errors import LabelError
 
 RATER_SUFFIXES = (".csv", ".arff")
-GOLD_METHODS = ("mean", "ewe")
 _TIME_NAMES = {"time", "frametime", "frame_time", "timestamp", "times"}
 _NAME_NAMES = {"instance_name", "instancename", "name", "instance", "file", "filename"}
 _MISSING = {"", "nan", "?", "na", "n/a"}

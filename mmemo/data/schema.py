@@ -1,6 +1,7 @@
 """THE definition of a shard's layout. Writer, reader, validation and tests all import it from here.
 
-One shard is one HDF5 file holding one clip (``FEATURES_DIR/shards/<clip id>.h5``), written by one process::
+One shard is one HDF5 file holding one clip (where it lives: ``mmemo.data.features_dir``), written by one
+process::
 
     /                         attrs: ROOT_ATTRS (schema_version, clip_id, source, sizes, durations, ...)
     /timestamps               (T,)            float64  seconds from the clip's origin: t / fps
@@ -26,13 +27,6 @@ from __future__ import annotations
 import numpy as np
 
 SCHEMA_VERSION = 1
-
-SHARD_DIR = "shards"
-SHARD_SUFFIX = ".h5"
-PARTIAL_SUFFIX = ".partial"
-MANIFEST = "manifest.csv"
-ERRORS = "errors.csv"
-RUN_CONFIG = "extract_config.json"
 
 TIMESTAMPS = "timestamps"
 VIDEO = "video"
@@ -77,7 +71,7 @@ ROOT_ATTRS: dict[str, type] = {
     "native_sample_rate": int,
     "native_channels": int,
     "label_kind": str,  # "clip", "continuous", "frames" (per native frame) or "" (unlabelled)
-    "key": str,  # what the shard was made from: resume compares it (see pipeline.extract.clip_key)
+    "key": str,  # what the shard was made from: resume compares it (see mmemo.pipeline.extract.clip_key)
 }
 
 META_ATTRS: dict[str, type] = {
@@ -87,7 +81,7 @@ META_ATTRS: dict[str, type] = {
     "versions": str,
 }
 
-# (path, dtype, shape as a function of T and the frame size / feature dimension)
+# The one-value-per-row datasets: path -> dtype, each of shape (T,).
 PER_ROW = {
     TIMESTAMPS: np.float64,
     VIDEO_MASK: np.bool_,
@@ -97,6 +91,9 @@ PER_ROW = {
     AROUSAL: np.float32,
     LABEL_MASK: np.bool_,
 }
+
+
+FEATURE_DTYPE = np.float32  # of every /audio/features/<name> dataset (features return float32, checked)
 
 
 def feature_path(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mmemo import atomic
+from mmemo.config import check_frame_codec
 from mmemo.data import codecs
 from mmemo.data import schema as S
 from mmemo.errors import SchemaError
@@ -24,11 +27,6 @@ except ImportError:  # pragma: no cover - optional
 _MAX_PENDING_CHUNKS = 4  # frame blocks queued for the writer thread: bounds memory (4 x 16 rows x 147 kB)
 
 
-def shard_relpath(clip_id: str) -> str:
-    """Where a clip's shard lives, relative to FEATURES_DIR (mirrors the corpus tree)."""
-    return f"{S.SHARD_DIR}/{clip_id}{S.SHARD_SUFFIX}"
-
-
 class ShardWriter:
     """Writes one clip's shard under ``<path>.partial`` and renames it to ``path`` only when complete.
 
@@ -39,9 +37,10 @@ class ShardWriter:
 
     def __init__(self, path: str | os.PathLike, *, frame_size: int, codec: str = "lzf") -> None:
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + S.PARTIAL_SUFFIX)
+        self._atomic = atomic.atomic_path(self.path)  # readers see no shard or a whole one
+        self.partial: Path | None = None
         self.frame_size = frame_size
-        self.codec = codecs.check_codec(codec)
+        self.codec = check_frame_codec(codec)
         self.h5: h5py.File | None = None
         self.n_frames = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -49,6 +48,7 @@ class ShardWriter:
 
     def __enter__(self) -> ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self._atomic.__enter__()
         self.h5 = h5py.File(self.partial, "w")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmemo-shard-writer")
         return self
@@ -57,16 +57,19 @@ class ShardWriter:
         try:
             if exc_type is None:
                 self._drain(0)  # a failed frame write surfaces here and fails the clip
-        finally:
-            for f in self._pending:
-                f.cancel()
-            self._pool.shutdown(wait=True)
-            self.h5.close()
-            self.h5 = None
-        if exc_type is None:
-            os.replace(self.partial, self.path)  # atomic on POSIX: readers see no shard or a whole one
-        else:
-            self.partial.unlink(missing_ok=True)
+        except BaseException:
+            self._close()
+            self._atomic.__exit__(*sys.exc_info())  # removes the partial file
+            raise
+        self._close()
+        self._atomic.__exit__(exc_type, exc, tb)  # complete: renamed into place; failed: removed
+
+    def _close(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._pool.shutdown(wait=True)
+        self.h5.close()
+        self.h5 = None
 
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep:

@@ -26,7 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mmemo.config import ExtractConfig
-from mmemo.features.registry import FEATURES, register
+from mmemo.features.registry import FEATURES, check_features, register
 
 # Tempi outside this range are not rhythm a listener would tap to; pulse clarity is measured within it.
 _MIN_BPM, _MAX_BPM = 30.0, 300.0
@@ -169,6 +169,7 @@ class AudioFeatureStream:
     """
 
     def __init__(self, cfg: ExtractConfig, sink: FeatureSink, block_rows: int = BLOCK_ROWS) -> None:
+        check_features(cfg.features)
         self.cfg, self.sink, self.block = cfg, sink, block_rows
         self.half = cfg.n_fft // 2
         self.buf = np.zeros(self.half, np.float32)  # the zeros before sample 0
@@ -282,11 +283,6 @@ def _checked(name: str, x: np.ndarray, n: int, cfg: ExtractConfig) -> np.ndarray
     if x.shape != expected or x.dtype != np.float32:
         raise AssertionError(f"feature {name} returned {x.shape} {x.dtype}, expected {expected} float32")
     return x
-
-
-def feature_dims(cfg: ExtractConfig) -> dict[str, int]:
-    """Dimension of each selected feature under ``cfg``."""
-    return {name: FEATURES[name].dim(cfg) for name in cfg.features}
 
 
 class FeatureCollector:

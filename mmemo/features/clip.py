@@ -14,7 +14,8 @@ import numpy as np
 
 from mmemo.config import ExtractConfig
 from mmemo.features.audio import AudioFeatureStream, FeatureCollector, FeatureSink
-from mmemo.features.media import DecodedMedia, FrameSink, decode_media
+from mmemo.media.decode import DecodedMedia, decode_media
+from mmemo.media.grid import FrameSink
 
 
 def featurise(

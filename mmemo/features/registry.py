@@ -1,25 +1,23 @@
-"""Audio feature registry: name -> (function, dimension, dtype, description).
+"""The audio feature registry: name -> (function, dimension, description). It holds the table and nothing else.
 
 Every feature is registered exactly once, with the decorator below, next to the code that computes it
-(``mmemo.features.audio``). The CLI's ``--features`` choices, ``mmemo features`` and the shard schema all read
-this table, so adding a feature is one decorated function.
+(``mmemo.features.audio``; importing ``mmemo.features`` registers them all). The CLI's ``--features`` choices,
+``mmemo features`` and the shard schema all read this table, so adding a feature is one decorated function (and,
+if it should be computed by default, its name in ``mmemo.config.DEFAULT_FEATURES``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:
-    from mmemo.config import ExtractConfig
+from mmemo.config import ExtractConfig
+from mmemo.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Feature:
-    """One registered audio feature, returning ``(n, dim(cfg))`` of ``dtype``.
+    """One registered audio feature, returning ``(n, dim(cfg))`` float32 (``mmemo.data.schema.FEATURE_DTYPE``).
 
     A frame feature (``context=False``) is ``fn(analysis) -> (n, D)`` for the n rows of one block of audio. A
     context feature (``context=True``) needs seconds around each row: ``fn(onset, rows, cfg) -> (n, D)`` for the
@@ -30,37 +28,33 @@ class Feature:
     fn: Callable
     dim: Callable[[ExtractConfig], int]
     description: str
-    dtype: type = np.float32
-    default: bool = True
     context: bool = False
 
 
 FEATURES: dict[str, Feature] = {}
 
 
-def register(
-    name: str,
-    *,
-    dim: int | Callable[[ExtractConfig], int],
-    description: str,
-    default: bool = True,
-    context: bool = False,
-) -> Callable:
+def register(name: str, *, dim: int | Callable[[ExtractConfig], int], description: str, context: bool = False):
     """Decorator registering a feature function under ``name`` (see ``Feature`` for the two signatures)."""
 
     def wrap(fn: Callable) -> Callable:
         if name in FEATURES:
             raise ValueError(f"feature {name!r} is registered twice")
         dim_fn = dim if callable(dim) else (lambda cfg, d=dim: d)
-        FEATURES[name] = Feature(name, fn, dim_fn, description, np.float32, default, context)
+        FEATURES[name] = Feature(name, fn, dim_fn, description, context)
         return fn
 
     return wrap
 
 
-def default_feature_names() -> tuple[str, ...]:
-    return tuple(name for name, f in FEATURES.items() if f.default)
+def check_features(names: tuple[str, ...] | list[str]) -> None:
+    """A ConfigError naming the unknown ones when ``names`` are not all registered."""
+    unknown = [f for f in names if f not in FEATURES]
+    if unknown:
+        raise ConfigError(f"unknown feature(s) {', '.join(unknown)}; known: {', '.join(FEATURES)}")
 
 
-# Importing the implementations fills FEATURES (kept at the bottom: they import `register` from here).
-from mmemo.features import audio as _audio  # noqa: E402,F401
+def feature_dims(cfg: ExtractConfig) -> dict[str, int]:
+    """Dimension of each selected feature under ``cfg`` (a ConfigError for a name that is not registered)."""
+    check_features(cfg.features)
+    return {name: FEATURES[name].dim(cfg) for name in cfg.features}

@@ -1,1 +1,2 @@
-"""The multimodal transformer. No file I/O here: data comes in as tensors, configs as dataclasses."""
+"""The multimodal transformer: its config (``config``), layers (``attention``, ``encoder``), the assembled model
+(``multimodal``) and the checkpoint format (``checkpoint``, the only file I/O here). Imports nothing above it."""

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmemo.config import ModelConfig
+from mmemo.model.config import ModelConfig
 from mmemo.model.encoder import CrossModalAttention, TransformerEncoder
 
 
@@ -179,9 +179,3 @@ class MultiModalTransformer(nn.Module):
             sd = ((((z - mu) ** 2) * w).sum(1, keepdim=True) / n + 1e-6).sqrt()
             z = torch.cat([z, mu.expand_as(z), sd.expand_as(z)], dim=-1)  # (B, T, 3H)
         return self.head(z)  # (B, T, 2)
-
-
-def clip_level(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean over time: pred (B, T, K), mask (B, T) -> (B, K)."""
-    w = mask.to(pred.dtype)[..., None]
-    return (pred * w).sum(1) / w.sum(1).clamp_min(1)

@@ -35,19 +35,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmemo import atomic
 from mmemo.config import TrainConfig
 from mmemo.data.dataset import pool_frames
+from mmemo.data.features_dir import LabelledCorpus, clip_groups, label_columns, load_corpus, split
+from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import ClipData, read_clip
 from mmemo.errors import ConfigError
+from mmemo.pipeline.evaluate import predict_shard
 from mmemo.pipeline.metrics import ccc, pcc, rmse
-from mmemo.pipeline.train import DIMS, Corpus, Trainer, clip_groups, label_columns, load_corpus, split
+from mmemo.pipeline.predict import load_run
+from mmemo.pipeline.train import Trainer
 
 MODELS = ("transformer", "ridge", "mean")
 RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 5))
 
 
 # ---------------------------------------------------------------------------------------------------- folds
-def group_keys(corpus: Corpus, group_by: str | None) -> tuple[list[str], str | None]:
+def group_keys(corpus: LabelledCorpus, group_by: str | None) -> tuple[list[str], str | None]:
     """Each clip's group and the column used: ``group_by``, else the labels' ``speaker`` column, else the clip."""
     column = group_by or ("speaker" if "speaker" in label_columns(corpus) else None)
     return clip_groups(corpus, column), column
@@ -129,7 +134,7 @@ def score(preds: list[np.ndarray], truths: list[np.ndarray], masks: list[np.ndar
         p = np.concatenate([x[m] for x, m in zip(preds, masks, strict=True)])
         t = np.concatenate([y[m] for y, m in zip(truths, masks, strict=True)])
     return {d: {"ccc": ccc(p[:, k], t[:, k]), "pcc": pcc(p[:, k], t[:, k]), "rmse": rmse(p[:, k], t[:, k])}
-            for k, d in enumerate(DIMS)}  # fmt: skip
+            for k, d in enumerate(DIMENSIONS)}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------- protocol
@@ -174,7 +179,7 @@ def cross_validate(
                 continue
             fold_cfg = dataclasses.replace(cfg, seed=seed, group_by=column)
             fold_rows = _run_fold(features_dir, fold_dir, fold_cfg, model_overrides, data, test_idx, progress)
-            done.write_text(json.dumps(fold_rows, indent=1) + "\n")
+            atomic.write_text(done, json.dumps(fold_rows, indent=1) + "\n")  # its existence marks the fold done
             rows += fold_rows
             c = {(r["model"], r["dimension"]): r["ccc"] for r in fold_rows}
             log(
@@ -185,14 +190,14 @@ def cross_validate(
     table = pd.DataFrame(rows)
     table.to_csv(out / "folds.csv", index=False)
     summary = summarise(table, folds=folds, seeds=seeds, level=level, group=column, n_clips=len(corpus.clips))
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "results.md").write_text(format_markdown(summary) + "\n")
+    atomic.write_json(out / "results.json", summary)
+    atomic.write_text(out / "results.md", format_markdown(summary) + "\n")
     return summary
 
 
 @dataclasses.dataclass
 class _Data:
-    corpus: Corpus
+    corpus: LabelledCorpus
     stats: np.ndarray  # (N, F) clip statistics for the ridge baseline
     targets: list[tuple[np.ndarray, np.ndarray]]  # per clip: labels (T, 2), label mask (T,)
     level: str  # "clip" or "frame"
@@ -201,19 +206,13 @@ class _Data:
 def _run_fold(features_dir, fold_dir: Path, cfg: TrainConfig, model_overrides: dict | None, data: _Data,
               test_idx: list[int], progress: bool) -> list[dict]:  # fmt: skip
     """Train on the other folds (early stopping on a grouped share of them), score the three models on this one."""
-    from mmemo.pipeline.evaluate import predict_shard
-    from mmemo.pipeline.predict import load_run
-
     clips, targets = data.corpus.clips, data.targets
     test = set(test_idx)
     train_idx = [i for i in range(len(clips)) if i not in test]
     train, val = split(dataclasses.replace(data.corpus, clips=[clips[i] for i in train_idx]), cfg)
-    trainer = Trainer(features_dir, fold_dir, cfg, model_overrides, log=lambda m: None, progress=progress,
-                      clips=(train, val), plots=False)  # fmt: skip
-    try:
+    with Trainer(features_dir, fold_dir, cfg, model_overrides, log=lambda m: None, progress=progress,
+                 clips=(train, val), plots=False) as trainer:  # fmt: skip
         trainer.fit()
-    finally:
-        trainer.close()
     run = load_run(fold_dir)  # its best.pt: the epoch chosen on the validation share, never on the test fold
     labelled = [targets[i][0][targets[i][1]] for i in train_idx]
     mean = np.concatenate(labelled).mean(0)
@@ -228,7 +227,7 @@ def _run_fold(features_dir, fold_dir: Path, cfg: TrainConfig, model_overrides: d
         sc = score(preds[model], [targets[i][0] for i in test_idx], [targets[i][1] for i in test_idx], data.level)
         rows += [{"seed": cfg.seed, "fold": int(fold_dir.name[4:]), "model": model, "dimension": d, **sc[d],
                   "test_clips": len(test_idx), "train_clips": len(train), "val_clips": len(val),
-                  "ridge_alpha": alpha} for d in DIMS]  # fmt: skip
+                  "ridge_alpha": alpha} for d in DIMENSIONS]  # fmt: skip
     return rows
 
 
@@ -237,7 +236,7 @@ def summarise(table: pd.DataFrame, **info) -> dict:
     result: dict = {**info, "models": {}}
     for model in MODELS:
         sub = table[table["model"] == model]
-        per_dim = {d: sub[sub["dimension"] == d] for d in DIMS}
+        per_dim = {d: sub[sub["dimension"] == d] for d in DIMENSIONS}
         result["models"][model] = {
             d: {m: {"mean": _r(x[m].mean()), "std": _r(x[m].std(ddof=0))} for m in ("ccc", "pcc", "rmse")}
             for d, x in per_dim.items()
@@ -252,7 +251,7 @@ def _r(v: float) -> float | None:
 def format_markdown(summary: dict) -> str:
     """| model | valence CCC | PCC | RMSE | arousal CCC | PCC | RMSE | with mean +- std cells."""
     label = {"transformer": "mmemo transformer", "ridge": "ridge on clip statistics", "mean": "training mean"}
-    head = "| model | " + " | ".join(f"{d} {m.upper()}" for d in DIMS for m in ("ccc", "pcc", "rmse")) + " |"
+    head = "| model | " + " | ".join(f"{d} {m.upper()}" for d in DIMENSIONS for m in ("ccc", "pcc", "rmse")) + " |"
     lines = [
         f"{summary['folds']}-fold cross-validation x {summary['seeds']} seed(s), {summary['n_clips']} clips, "
         + (f"grouped by {summary['group']}" if summary["group"] else "clips as groups")
@@ -263,7 +262,7 @@ def format_markdown(summary: dict) -> str:
     ]
     for model, dims in summary["models"].items():
         cells = []
-        for d in DIMS:
+        for d in DIMENSIONS:
             for m in ("ccc", "pcc", "rmse"):
                 v = dims[d][m]
                 cells.append("n/a" if v["mean"] is None else f"{v['mean']:.3f} +- {v['std'] or 0:.3f}")

@@ -14,7 +14,6 @@ mean prediction and mean label), ``scatter.png`` (predicted against true, a samp
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmemo import __version__
+from mmemo import __version__, atomic
 from mmemo.config import ExtractConfig
+from mmemo.data.features_dir import load_corpus
+from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import read_clip
 from mmemo.errors import MmemoError
 from mmemo.pipeline.metrics import ccc, evaluate, mae, pcc, rmse
+from mmemo.pipeline.plots import pyplot
 from mmemo.pipeline.predict import Run, infer, prepare_inputs
-from mmemo.pipeline.train import DIMS, load_corpus
 
 # Settings that change the numbers of a feature: a features directory must agree with the run on all of them.
 # (frame_codec only changes how frames are stored; the features list is checked by name.)
@@ -36,7 +37,7 @@ _NUMERIC_KEYS = [k for k in ExtractConfig().to_dict() if k not in ("frame_codec"
 
 
 @dataclass
-class ClipResult:
+class ClipPrediction:
     clip: str
     pred: np.ndarray  # (T, 2) valence, arousal
     truth: np.ndarray  # (T, 2), NaN where unlabelled
@@ -47,7 +48,7 @@ class ClipResult:
 class Evaluation:
     metrics: dict[str, dict[str, float]]  # dimension -> ccc, ccc_clip, pcc, rmse, mae
     clips: pd.DataFrame  # one row per clip
-    results: list[ClipResult]
+    results: list[ClipPrediction]
     fps: int = 25
 
     def to_json(self, run_dir: str, features_dir: str) -> dict:
@@ -80,13 +81,13 @@ def check_compatible(run: Run, cfg: ExtractConfig, where: str) -> None:
         raise MmemoError(f"{where}: has no {', '.join(missing)} feature(s), which the run's model reads")
 
 
-def predict_shard(run: Run, shard: str | os.PathLike) -> ClipResult:
+def predict_shard(run: Run, shard: str | os.PathLike) -> ClipPrediction:
     """The run's predictions (T, 2) for one extracted clip, with its labels."""
     clip = read_clip(shard, frames=run.model_cfg.video)
     y = infer(run, *prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask))
     if clip.label_mask is None:
-        return ClipResult(clip.clip_id, y, np.full_like(y, np.nan), np.zeros(len(y), bool))
-    return ClipResult(clip.clip_id, y, np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool))
+        return ClipPrediction(clip.clip_id, y, np.full_like(y, np.nan), np.zeros(len(y), bool))
+    return ClipPrediction(clip.clip_id, y, np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool))
 
 
 def _mask(m: np.ndarray | None, clip) -> np.ndarray:
@@ -103,16 +104,16 @@ def evaluate_features(run: Run, features_dir: str | os.PathLike, log=lambda s: N
         log(f"[{i}/{len(corpus.clips)}] {ref.clip_id}")
     metrics = {
         d: evaluate([r.pred[r.mask, k] for r in results], [r.truth[r.mask, k] for r in results])
-        for k, d in enumerate(DIMS)
+        for k, d in enumerate(DIMENSIONS)
     }
     return Evaluation(metrics, _clip_table(results), results, corpus.extract_cfg.fps)
 
 
-def _clip_table(results: list[ClipResult]) -> pd.DataFrame:
+def _clip_table(results: list[ClipPrediction]) -> pd.DataFrame:
     rows = []
     for r in results:
         row: dict = {"clip": r.clip, "frames": len(r.pred), "labelled": int(r.mask.sum())}
-        for k, d in enumerate(DIMS):
+        for k, d in enumerate(DIMENSIONS):
             p, t = r.pred[r.mask, k], r.truth[r.mask, k]
             row |= {
                 f"{d}_ccc": ccc(p, t) if t.size > 1 and np.std(t) > 0 else np.nan,
@@ -139,24 +140,22 @@ def write_evaluation(ev: Evaluation, out_dir: str | os.PathLike, run_dir: str, f
     """metrics.json, clips.csv, scatter.png and traces.png in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(ev.to_json(run_dir, features_dir), indent=2) + "\n")
+    atomic.write_json(out / "metrics.json", ev.to_json(run_dir, features_dir))
     ev.clips.round(6).to_csv(out / "clips.csv", index=False)
     _scatter(ev.results, out / "scatter.png")
     _traces(ev, out / "traces.png")
     return out
 
 
-def _scatter(results: list[ClipResult], path: Path, max_points: int = 20000) -> None:
-    from mmemo.pipeline.plots import _pyplot
-
-    plt = _pyplot()
+def _scatter(results: list[ClipPrediction], path: Path, max_points: int = 20000) -> None:
+    plt = pyplot()
     p = np.concatenate([r.pred[r.mask] for r in results]) if results else np.zeros((0, 2))
     t = np.concatenate([r.truth[r.mask] for r in results]) if results else np.zeros((0, 2))
     if len(p) > max_points:  # a fixed sample keeps the figure light and the same from run to run
         keep = np.random.default_rng(0).choice(len(p), max_points, replace=False)
         p, t = p[keep], t[keep]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for k, (ax, d) in enumerate(zip(axes, DIMS, strict=True)):
+    for k, (ax, d) in enumerate(zip(axes, DIMENSIONS, strict=True)):
         ax.scatter(t[:, k], p[:, k], s=3, alpha=0.3)
         ax.plot([-1, 1], [-1, 1], color="grey", lw=0.8)
         ax.set(xlabel=f"true {d}", ylabel=f"predicted {d}", xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), title=d)
@@ -167,10 +166,8 @@ def _scatter(results: list[ClipResult], path: Path, max_points: int = 20000) -> 
 
 def _traces(ev: Evaluation, path: Path, n: int = 2) -> None:
     """The ``n`` best and ``n`` worst clips by mean per-clip CCC (clips without a CCC left out)."""
-    from mmemo.pipeline.plots import _pyplot
-
-    plt = _pyplot()
-    score = ev.clips[[f"{d}_ccc" for d in DIMS]].mean(axis=1, skipna=True)
+    plt = pyplot()
+    score = ev.clips[[f"{d}_ccc" for d in DIMENSIONS]].mean(axis=1, skipna=True)
     order = [i for i in np.argsort(score.to_numpy()) if np.isfinite(score.iloc[i])]
     if not order:  # clip-level labels only: no per-clip CCC, show the first clips
         order = list(range(len(ev.results)))
@@ -181,7 +178,7 @@ def _traces(ev: Evaluation, path: Path, n: int = 2) -> None:
         r = ev.results[i]
         t = np.arange(len(r.pred)) / ev.fps
         tag = tags[i]
-        for k, d in enumerate(DIMS):
+        for k, d in enumerate(DIMENSIONS):
             ax = axes[row, k]
             ax.plot(t, np.where(r.mask, r.truth[:, k], np.nan), color="black", lw=1, label="true")
             ax.plot(t, r.pred[:, k], color="tab:red", lw=1, label="predicted")

@@ -37,12 +37,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmemo import __version__
+from mmemo import __version__, atomic
+from mmemo.config import EXPORT_FORMATS
 from mmemo.errors import MmemoError
-from mmemo.features.audio import feature_dims
+from mmemo.features.registry import feature_dims
+from mmemo.model.checkpoint import load_checkpoint
 from mmemo.model.multimodal import MultiModalTransformer
+from mmemo.pipeline.predict import load_run
 
-FORMATS = ("torchscript", "onnx")
 TOLERANCE = 1e-4  # largest absolute difference from the PyTorch model an export may show
 OUTPUT_NAME = "valence_arousal"
 CHECK_SIZES = ((2, 37), (1, 8))  # (batch, time) of the inputs an export is checked on
@@ -318,10 +320,8 @@ def export_run(
     Returns:
         The path of the exported file.
     """
-    from mmemo.pipeline.predict import load_run
-
-    if fmt not in FORMATS:
-        raise MmemoError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise MmemoError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "onnx":
         missing = missing_onnx_packages()
         if missing:
@@ -330,7 +330,7 @@ def export_run(
     if not run_dir.is_dir():
         raise MmemoError(f"{run_dir}: no such run directory (make one with `mmemo train`)")
     run = load_run(run_dir, checkpoint)
-    ckpt = torch.load(run.path, map_location="cpu", weights_only=True, mmap=True)  # for the provenance only
+    ckpt = load_checkpoint(run.path, mmap=True)  # for the provenance only
     best = ckpt.get("best")
     provenance = {"file": run.path.name, "epoch": ckpt.get("epoch"),
                   "run_best_val_mean_ccc": float(best) if best is not None and np.isfinite(best) else None}  # fmt: skip
@@ -340,9 +340,8 @@ def export_run(
     model = run.model.float().cpu().eval()
     module = wrap(model, run.mean, run.std, dense=fmt == "onnx")
     meta = sidecar(run, fmt, out.name, provenance)
-    partial = out.with_name(out.name + ".partial")
     t0 = time.perf_counter()
-    try:
+    with atomic.atomic_path(out) as partial:  # only a checked export is put in place
         (_torchscript if fmt == "torchscript" else _onnx)(module, partial, json.dumps(meta))
         meta["export_seconds"] = round(time.perf_counter() - t0, 3)
         if check:
@@ -352,8 +351,5 @@ def export_run(
                              f"random inputs with padding and masked rows, (B, T) in {CHECK_SIZES}"}  # fmt: skip
             if diff is not None and not diff < TOLERANCE:
                 raise MmemoError(f"{out}: the export differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})")
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
-    sidecar_path(out).write_text(json.dumps(meta, indent=2) + "\n")
+    atomic.write_json(sidecar_path(out), meta)
     return out

@@ -14,51 +14,41 @@ import hashlib
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mmemo import __version__
-from mmemo.config import ExtractConfig
+from mmemo.atomic import PARTIAL_SUFFIX
+from mmemo.config import BACKENDS, ExtractConfig
 from mmemo.data import schema as S
-from mmemo.data.labels import LabelTable, align
+from mmemo.data.features_dir import (
+    LOCK_FILE,
+    SHARD_DIR,
+    SHARD_SUFFIX,
+    ClipRecord,
+    shard_relpath,
+    write_manifest,
+)
+from mmemo.data.labels import LABELS_FILE, LabelTable, align
 from mmemo.data.layouts import load_labels
-from mmemo.data.shards import ShardWriter, read_attrs, shard_relpath
+from mmemo.data.shards import ShardWriter, read_attrs
 from mmemo.errors import MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
-from mmemo.pipeline.corpus import ClipSource, discover
+from mmemo.features.registry import check_features
+from mmemo.media.files import MEDIA_SUFFIXES, ClipSource, discover
 from mmemo.pipeline.progress import Progress
-
-LABELS_FILE = "labels.csv"  # the resolved gold standard, written into FEATURES_DIR in the generic layout
-LOCK_FILE = ".extract.lock"
-
-
-@dataclass
-class ClipResult:
-    """What happened to one clip; one row of the manifest."""
-
-    clip: str
-    source: str
-    status: str  # "ok" (extracted now), "up-to-date" (kept from an earlier run) or "failed"
-    shard: str = ""
-    frames: int = 0
-    duration: float = 0.0
-    modalities: str = ""
-    labels: str = ""  # "clip", "continuous", "frames" or ""
-    bytes: int = 0
-    error: str = ""
-    warnings: list[str] = field(default_factory=list)
+from mmemo.provenance import package_versions
 
 
 @dataclass
 class ExtractSummary:
     out_dir: Path
-    results: list[ClipResult]
+    results: list[ClipRecord]
     wall_s: float
     notes: list[str]  # duplicates, label mismatches: reported, not fatal
 
@@ -66,30 +56,12 @@ class ExtractSummary:
         return sum(r.status == status for r in self.results)
 
     @property
-    def failed(self) -> list[ClipResult]:
+    def failed(self) -> list[ClipRecord]:
         return [r for r in self.results if r.status == "failed"]
 
     @property
     def media_seconds(self) -> float:
         return sum(r.duration for r in self.results if r.status != "failed")
-
-
-def package_versions() -> dict[str, str]:
-    import av
-    import h5py
-    import librosa
-
-    return {
-        "mmemo": __version__,
-        "python": sys.version.split()[0],
-        "av": av.__version__,
-        "ffmpeg(libavcodec)": ".".join(map(str, av.library_versions.get("libavcodec", ()))),
-        "librosa": librosa.__version__,
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-    }
 
 
 def _file_stamp(p: Path | None) -> tuple[int, float]:
@@ -119,7 +91,7 @@ def extract_clip(
     labels: tuple[pd.DataFrame, str, str] | None,  # (this clip's label rows, their kind, where they came from)
     key: str,
     threads: int = 0,
-) -> ClipResult:
+) -> ClipRecord:
     """Decode, featurise and write one clip (runs in a worker process). Never raises for bad media."""
     rel = src.rel(corpus)
     shard = shard_relpath(src.clip_id)
@@ -191,12 +163,12 @@ def extract_clip(
             )
     except (MediaError, MmemoError) as e:
         path.unlink(missing_ok=True)  # an older shard of this clip no longer matches its source
-        return ClipResult(src.clip_id, rel, "failed", error=str(e))
+        return ClipRecord(src.clip_id, rel, "failed", error=str(e))
     except Exception as e:  # a bug or an unforeseen library error: still one line, still only this clip
         path.unlink(missing_ok=True)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return ClipResult(src.clip_id, rel, "failed", error=f"{src.path}: {type(e).__name__}: {msg}")
-    return ClipResult(
+        return ClipRecord(src.clip_id, rel, "failed", error=f"{src.path}: {type(e).__name__}: {msg}")
+    return ClipRecord(
         src.clip_id,
         rel,
         "ok",
@@ -210,7 +182,7 @@ def extract_clip(
     )
 
 
-def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipResult | None:
+def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipRecord | None:
     path = out_dir / shard_relpath(src.clip_id)
     if not path.exists():
         return None
@@ -220,7 +192,7 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
         return None
     if a.get("key") != key:
         return None
-    return ClipResult(
+    return ClipRecord(
         src.clip_id,
         src.rel(corpus),
         "up-to-date",
@@ -234,7 +206,7 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
 
 
 def _run_jobs(tasks: list[tuple], jobs: int, backend: str, scheduler: str | None):
-    """Yield ClipResults as clips finish: in this process (jobs 1), loky worker processes, or a Dask cluster."""
+    """Yield ClipRecords as clips finish: in this process (jobs 1), loky worker processes, or a Dask cluster."""
     if backend == "loky" and jobs <= 1:
         for t in tasks:
             yield extract_clip(*t)
@@ -290,10 +262,10 @@ def _exclusive(out: Path):
 
 def _discard_partials(out: Path) -> int:
     """Delete half-written shards of an interrupted run (safe: we hold the lock, so no writer is alive)."""
-    shards = out / S.SHARD_DIR
+    shards = out / SHARD_DIR
     if not shards.exists():
         return 0
-    partials = list(shards.rglob("*" + S.PARTIAL_SUFFIX))
+    partials = list(shards.rglob("*" + PARTIAL_SUFFIX))
     for p in partials:
         p.unlink(missing_ok=True)
     return len(partials)
@@ -319,7 +291,7 @@ def extract_corpus(
 
     Args:
         labels_path: a label file or a directory of annotations (default: look in ``corpus_dir``).
-        label_format: ``auto`` or a layout of ``mmemo.data.layouts.LABEL_FORMATS`` (see docs/labels.md).
+        label_format: ``auto`` or a layout of ``mmemo.config.LABEL_FORMATS`` (see docs/labels.md).
         gold: ``mean`` or ``ewe``: how several raters' traces become one gold standard.
         annotation_delay: seconds; time-continuous labels are shifted back by it (label at t + d -> media time t).
         emotion_map: CSV ``emotion,valence,arousal`` replacing the built-in table for CREMA-D / RAVDESS.
@@ -335,11 +307,12 @@ def extract_corpus(
     corpus_path = Path(corpus_dir)
     if not corpus_path.is_dir():
         raise MmemoError(f"{corpus_path}: not a directory")
-    if backend not in ("loky", "dask"):
-        raise MmemoError(f"backend {backend!r} is not one of loky, dask")
+    if backend not in BACKENDS:
+        raise MmemoError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    check_features(cfg.features)
     corpus = discover(corpus_path)
     if not corpus.clips:
-        raise MmemoError(f"{corpus_path}: no audio or video files found (looked for {', '.join(_suffixes())})")
+        raise MmemoError(f"{corpus_path}: no audio or video files found (looked for {', '.join(MEDIA_SUFFIXES)})")
     out = Path(out_dir).absolute()
     label_options = {"label_format": label_format, "gold": gold, "annotation_delay": annotation_delay,
                      "emotion_map": emotion_map}  # fmt: skip
@@ -387,7 +360,7 @@ def extract_corpus(
         orphans = _orphans(out, {c.clip_id for c in corpus.clips})
         if orphans:
             notes.append(
-                f"{len(orphans)} shard(s) in {out / S.SHARD_DIR} belong to no clip of the corpus (kept, not listed): "
+                f"{len(orphans)} shard(s) in {out / SHARD_DIR} belong to no clip of the corpus (kept, not listed): "
                 + ", ".join(orphans[:3])
                 + (" ..." if len(orphans) > 3 else "")
             )
@@ -399,8 +372,8 @@ def extract_corpus(
 
 def _orphans(out: Path, clip_ids: set[str]) -> list[str]:
     """Shards whose clip is not in the corpus any more (a file removed or renamed since an earlier run)."""
-    shards = out / S.SHARD_DIR
-    found = sorted(p.relative_to(shards).as_posix()[: -len(S.SHARD_SUFFIX)] for p in shards.rglob("*" + S.SHARD_SUFFIX))
+    shards = out / SHARD_DIR
+    found = sorted(p.relative_to(shards).as_posix()[: -len(SHARD_SUFFIX)] for p in shards.rglob("*" + SHARD_SUFFIX))
     return [c for c in found if c not in clip_ids]
 
 
@@ -431,31 +404,10 @@ def _label_source(table: LabelTable | None, options: dict) -> dict | None:
     }
 
 
-def _suffixes() -> list[str]:
-    from mmemo.features.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
-
-    return list(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + S.PARTIAL_SUFFIX)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
-MANIFEST_COLUMNS = ["clip", "shard", "status", "frames", "duration", "modalities", "labels", "bytes", "source", "error"]
-
-
 def _write_outputs(
     summary: ExtractSummary, cfg: ExtractConfig, corpus: Path, table: LabelTable | None, label_options: dict
 ) -> None:
     out = summary.out_dir
-    rows = [{k: v for k, v in asdict(r).items() if k != "warnings"} for r in summary.results]
-    _atomic_csv(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), out / S.MANIFEST)
-    errors = [{"clip": r.clip, "source": r.source, "error": r.error} for r in summary.failed]
-    _atomic_csv(pd.DataFrame(errors, columns=["clip", "source", "error"]), out / S.ERRORS)
-    if table is not None:
-        _atomic_csv(table.rows, out / LABELS_FILE)
     record = {
         "config": cfg.to_dict(),
         "config_hash": cfg.config_hash(),
@@ -467,6 +419,4 @@ def _write_outputs(
         "label_source": _label_source(table, label_options),
         "versions": package_versions(),
     }
-    tmp = out / (S.RUN_CONFIG + S.PARTIAL_SUFFIX)
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out / S.RUN_CONFIG)
+    write_manifest(out, summary.results, record, table.rows if table is not None else None)

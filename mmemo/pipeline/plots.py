@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use: only the commands that draw pay for it)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: works on servers without a display
@@ -19,7 +20,7 @@ def _pyplot():
 
 def learning_curves(history: pd.DataFrame, path: str | os.PathLike) -> None:
     """Train / validation loss and validation CCC per epoch."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
     ax1.plot(history["epoch"], history["train_loss"], label="train")
     ax1.plot(history["epoch"], history["val_loss"], label="validation")
@@ -37,7 +38,7 @@ def learning_curves(history: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def traces(preds: dict, names: list[str], path: str | os.PathLike, n: int = 3, fps: int = 25) -> None:
     """Predicted and true valence / arousal over time for up to ``n`` validation clips."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = list(preds)[:n]
     fig, axes = plt.subplots(len(keys), 2, figsize=(10, 2.2 * len(keys)), squeeze=False)
     for row, ci in enumerate(keys):

@@ -19,12 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmemo.config import ExtractConfig, ModelConfig
+from mmemo.config import ExtractConfig
 from mmemo.data.dataset import pool_frames
+from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
 from mmemo.features.clip import ClipArrays, featurise_in_memory
+from mmemo.model.checkpoint import build_model, load_checkpoint
+from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
-from mmemo.pipeline.train import load_checkpoint
+from mmemo.pipeline.plots import pyplot
 
 
 @dataclass
@@ -47,13 +50,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Run:
     if not path.exists():
         raise MmemoError(f"{path}: no such checkpoint; is {run_dir} a run directory of `mmemo train`?")
     ckpt = load_checkpoint(path)
-    model_cfg = ModelConfig.from_dict(ckpt["model_config"])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = MultiModalTransformer(model_cfg)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
+    model = build_model(ckpt).to(device).eval()
     return Run(
-        model, model_cfg, ExtractConfig.from_dict(ckpt["extract_config"]), list(ckpt["feature_names"]),
+        model, model.cfg, ExtractConfig.from_dict(ckpt["extract_config"]), list(ckpt["feature_names"]),
         ckpt["feature_mean"].numpy(), ckpt["feature_std"].numpy(), device, path,
     )  # fmt: skip
 
@@ -149,9 +149,7 @@ class Prediction:
             "clip": self.clip,
             "frames": len(t),
             "duration_s": round(len(t) / 25, 3),
-            **{
-                f"{d}_{k}": round(float(getattr(t[d], k)()), 4) for d in ("valence", "arousal") for k in ("mean", "std")
-            },
+            **{f"{d}_{k}": round(float(getattr(t[d], k)()), 4) for d in DIMENSIONS for k in ("mean", "std")},
         }
 
 
@@ -175,9 +173,7 @@ def format_prediction(pred: Prediction, fmt: str) -> str:
 
 
 def plot_prediction(pred: Prediction, path: str | os.PathLike) -> None:
-    from mmemo.pipeline.plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 3))
     t = pred.table
     ax.plot(t["time"], t["valence"], label="valence", color="tab:blue")

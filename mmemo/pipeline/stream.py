@@ -30,9 +30,9 @@ import numpy as np
 from mmemo.data.dataset import pool_frames
 from mmemo.errors import MediaError, MmemoError
 from mmemo.features.audio import AudioFeatureStream, compute_features, context_features
-from mmemo.features.live import LiveDecoder
-from mmemo.features.media import audio_row_mask
 from mmemo.features.registry import FEATURES
+from mmemo.media.grid import audio_row_mask
+from mmemo.media.live import LiveDecoder
 from mmemo.pipeline.predict import Run, infer, prepare_inputs
 
 

@@ -1,27 +1,26 @@
 """`mmemo train`: shards -> MultiModalTransformer, read top to bottom.
 
-1. Clips: the labelled clips of the manifest, split by clip (or by ``group_by`` groups) into train / validation.
+1. Clips: the labelled clips of the manifest (``mmemo.data.features_dir.load_corpus``), split by clip (or by
+   ``group_by`` groups) into train / validation.
 2. Statistics: per-dimension mean / std of the audio features on the training split (saved with the model).
 3. Model, AdamW, OneCycleLR with warm-up.
 4. Each epoch: train on random windows, validate on windows covering every validation row, compute the field's
    metrics, print a table, append metrics.csv, draw curves, save last.pt (and best.pt when the validation mean
    CCC improves), stop early after ``patience`` epochs without improvement.
 
-A checkpoint holds only tensors, numbers, strings and lists, so ``torch.load(..., weights_only=True)`` reads it:
-model and optimiser state, scheduler, epoch, step, RNG states, the three configurations and the feature statistics.
+Checkpoints follow ``mmemo.model.checkpoint`` (data only, read with ``weights_only=True``). Only the training use
+cases import this module (``crossval``, ``demo``): serving code (predict, stream, evaluate, export) never does.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,104 +28,22 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from mmemo import __version__
-from mmemo.config import ExtractConfig, ModelConfig, TrainConfig
-from mmemo.data import schema as S
-from mmemo.data.dataset import Augment, ClipRef, EpochSampler, ShardDataset, collate, feature_stats, to_device
-from mmemo.data.labels import normalise_clip_id
-from mmemo.errors import ConfigError, MmemoError
-from mmemo.features.audio import feature_dims
+from mmemo import __version__, atomic
+from mmemo.config import SMALL_CORPUS_S, TrainConfig
+from mmemo.data.dataset import Augment, EpochSampler, ShardDataset, collate, feature_stats, to_device
+from mmemo.data.features_dir import ClipRef, load_corpus, media_seconds, split, val_fraction
+from mmemo.data.labels import DIMENSIONS
+from mmemo.errors import MmemoError
+from mmemo.features.registry import feature_dims
+from mmemo.model.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
 from mmemo.pipeline.metrics import ccc, evaluate
+from mmemo.provenance import package_versions
 
-DIMS = ("valence", "arousal")
-# Below this much training media the default model is the small one: on the 47 clips (2.2 min) of
-# ../shared/realdata/pyaudioanalysis_speechEmotion, 5-fold CV, the 256-wide model reached CCC 0.325 / 0.822
-# (valence / arousal) and this one 0.339 / 0.858 (seed 0); with the statistics head, 3 seeds, 0.394 / 0.836, level
-# with ridge regression on clip statistics (README).
-SMALL_CORPUS_S = 3600
+# Under SMALL_CORPUS_S of training media the default model is this small one (docs/training.md: on a 47-clip
+# speech corpus it did better than the default size in cross-validation, level with ridge on clip statistics).
 SMALL_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.3, "stats_head": True}
-CHECKPOINT_VERSION = 1
-
-
-# ----------------------------------------------------------------------------------------------------------- data
-@dataclass
-class Corpus:
-    clips: list[ClipRef]  # labelled, extracted clips
-    extract_cfg: ExtractConfig
-    has_video: bool
-    labels_path: Path | None
-    label_kinds: dict[str, str] = field(default_factory=dict)  # clip id -> "clip" or "continuous"
-
-
-def load_corpus(features_dir: str | os.PathLike) -> Corpus:
-    """The labelled clips of an extraction and its feature configuration."""
-    root = Path(features_dir)
-    manifest, config = root / S.MANIFEST, root / S.RUN_CONFIG
-    if not manifest.exists() or not config.exists():
-        raise MmemoError(f"{root}: no {S.MANIFEST} / {S.RUN_CONFIG}; run `mmemo extract` first")
-    record = json.loads(config.read_text())
-    df = pd.read_csv(manifest, keep_default_na=False)
-    ok = df[(df["status"] != "failed") & (df["labels"] != "")]
-    if len(ok) < 2:
-        raise MmemoError(f"{root}: {len(ok)} labelled clip(s); training needs at least 2 (see labels.csv)")
-    clips = [ClipRef(r.clip, str(root / r.shard), int(r.frames)) for r in ok.itertuples()]
-    return Corpus(
-        clips,
-        ExtractConfig.from_dict(record["config"]),
-        bool(ok["modalities"].str.contains("video").any()),
-        Path(record["labels"]) if record.get("labels") else None,
-        dict(zip(ok["clip"], ok["labels"], strict=True)),
-    )
-
-
-def label_columns(corpus: Corpus) -> list[str]:
-    """The columns of the corpus's label table (none when it has no table)."""
-    path = corpus.labels_path
-    return [] if path is None or not Path(path).exists() else list(pd.read_csv(path, nrows=0).columns)
-
-
-def clip_groups(corpus: Corpus, column: str | None, groups_file: Path | None = None) -> list[str]:
-    """Each clip's value of the label table's ``column`` (its own id when ``column`` is None)."""
-    ids = [c.clip_id for c in corpus.clips]
-    if not column:
-        return ids
-    path = groups_file or corpus.labels_path
-    if path is None or not Path(path).exists():
-        raise ConfigError(f"--group-by {column}: no label table to read it from")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if column not in table.columns:
-        raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(table.columns)})")
-    # A time-continuous table repeats a clip on many rows: the last one stands for it.
-    group_of = dict(zip(table["clip"].map(normalise_clip_id), table[column], strict=True))
-    missing = [i for i in ids if i not in group_of]
-    if missing:
-        raise ConfigError(f"{path}: clip(s) without a {column}: {', '.join(missing[:5])}")
-    return [group_of[i] for i in ids]
-
-
-def split(corpus: Corpus, cfg: TrainConfig, groups_file: Path | None = None) -> tuple[list[ClipRef], list[ClipRef]]:
-    """Seeded split into (train, validation): by clip, or by the ``group_by`` column so no group straddles."""
-    keys = clip_groups(corpus, cfg.group_by, groups_file)
-    unique = sorted(set(keys))
-    if len(unique) < 2:
-        raise ConfigError(f"only {len(unique)} group(s): cannot hold any out for validation")
-    rng = random.Random(cfg.seed)
-    rng.shuffle(unique)
-    n_val = min(len(unique) - 1, max(1, round(val_fraction(corpus, cfg) * len(unique))))
-    val_keys = set(unique[:n_val])
-    train = [c for c, k in zip(corpus.clips, keys, strict=True) if k not in val_keys]
-    val = [c for c, k in zip(corpus.clips, keys, strict=True) if k in val_keys]
-    return train, val
-
-
-def val_fraction(corpus: Corpus, cfg: TrainConfig) -> float:
-    """The configured share, or by default 0.2, and 0.1 for a small corpus, where every training clip counts (on
-    the 47-clip CV, 0.1 lifted valence CCC from 0.315 to 0.370)."""
-    if cfg.val_fraction is not None:
-        return cfg.val_fraction
-    seconds = sum(c.n_frames for c in corpus.clips) / corpus.extract_cfg.fps
-    return 0.1 if seconds < SMALL_CORPUS_S else 0.2
 
 
 # ----------------------------------------------------------------------------------------------------------- loss
@@ -176,20 +93,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint as data: refuses anything that would need code to load (``weights_only=True``)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError for code, RuntimeError for a damaged file
-        raise MmemoError(f"{path}: not a loadable mmemo checkpoint ({str(e).splitlines()[0]})") from None
-
-
 def _init_distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank): torchrun's environment, or (0, 1, 0) for a plain process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -217,7 +120,11 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Holds the run's state; ``fit()`` trains until the epochs are done or early stopping says stop."""
+    """Holds the run's state; ``fit()`` trains until the epochs are done or early stopping says stop.
+
+    Use it as a context manager (``with Trainer(...) as t: t.fit()``): leaving the block shuts its DataLoader
+    workers and, under torchrun, the process group down, whatever happened inside.
+    """
 
     def __init__(
         self,
@@ -251,7 +158,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.corpus = load_corpus(features_dir)
         self.train_clips, self.val_clips = clips if clips is not None else split(self.corpus, cfg)
-        labelled_s = sum(c.n_frames for c in self.train_clips) / self.corpus.extract_cfg.fps
+        labelled_s = media_seconds(self.train_clips, self.corpus.extract_cfg.fps)
         small = labelled_s < SMALL_CORPUS_S
         # A small corpus makes a handful of steps an epoch: more epochs and more patience (validation is noisy).
         cfg = dataclasses.replace(
@@ -282,7 +189,7 @@ class Trainer:
         self.model = MultiModalTransformer(self.model_cfg).to(self.device)
         self.net = self.model  # what the training step calls: the DDP wrapper under torchrun
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        cache = Path(features_dir) / "cache" if cfg.frame_cache and self.model_cfg.video else None
+        cache = self.corpus.cache_dir if cfg.frame_cache and self.model_cfg.video else None
         self.train_set = ShardDataset(
             self.train_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=True,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
@@ -323,8 +230,6 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------- bookkeeping
     def _write_config(self) -> None:
-        from mmemo.pipeline.extract import package_versions
-
         record = {
             "train": self.cfg.to_dict(),
             "model": self.model_cfg.to_dict(),
@@ -334,7 +239,7 @@ class Trainer:
             "device": str(self.device),
             "versions": {**package_versions(), "torch": torch.__version__},
         }
-        (self.run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic.write_json(self.run_dir / "config.json", record)
 
     def checkpoint(self) -> dict:
         return {
@@ -462,7 +367,7 @@ class Trainer:
         m = torch.from_numpy(np.concatenate([v["mask"] for v in preds.values()]))[None]
         val_loss = float(loss_fn(p, t, m, self.cfg))
         metrics = {}
-        for k, dim in enumerate(DIMS):
+        for k, dim in enumerate(DIMENSIONS):
             r = evaluate([v["pred"][v["mask"], k] for v in preds.values()],
                          [v["labels"][v["mask"], k] for v in preds.values()])  # fmt: skip
             metrics.update({f"{dim}_{name}": value for name, value in r.items()})
@@ -500,9 +405,9 @@ class Trainer:
             if self.is_main:
                 header = not history_path.exists()
                 pd.DataFrame([row]).to_csv(history_path, mode="a", header=header, index=False)
-                _atomic_save(ckpt, self.run_dir / "last.pt")
+                save_checkpoint(ckpt, self.run_dir / "last.pt")
                 if improved:
-                    _atomic_save(ckpt, self.run_dir / "best.pt")
+                    save_checkpoint(ckpt, self.run_dir / "best.pt")
                 self.log(format_row(row, header=header or first, best=improved))
                 if self.plots:
                     self._plots(pd.read_csv(history_path), preds)
@@ -517,6 +422,12 @@ class Trainer:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         """Shut the DataLoader workers and, under torchrun, the process group down."""
@@ -537,7 +448,7 @@ class Trainer:
 
 def format_row(row: dict, header: bool, best: bool) -> str:
     cols = [("epoch", "{:>5d}"), ("train_loss", "{:>10.4f}"), ("val_loss", "{:>8.4f}")]
-    for d in DIMS:
+    for d in DIMENSIONS:
         cols += [(f"{d}_ccc", "{:>7.3f}"), (f"{d}_ccc_clip", "{:>8.3f}"), (f"{d}_pcc", "{:>6.3f}"),
                  (f"{d}_rmse", "{:>6.3f}"), (f"{d}_mae", "{:>6.3f}")]  # fmt: skip
     line = " ".join(fmt.format(row[k]) for k, fmt in cols) + ("  *" if best else "")

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mmemo.data import schema as S
+from mmemo.atomic import PARTIAL_SUFFIX
+from mmemo.data.features_dir import MANIFEST, SHARD_DIR, SHARD_SUFFIX, read_manifest
 from mmemo.data.shards import read_attrs, validate_shard
-from mmemo.errors import MmemoError, SchemaError
+from mmemo.errors import SchemaError
 
 
 def _check_listed(root: Path, row: pd.Series) -> list[str]:
@@ -40,13 +41,11 @@ def validate_features_dir(features_dir: str | os.PathLike, jobs: int = 1) -> tup
     schema (shapes, dtypes, no NaN/Inf, frame and feature counts agree) and agrees with its manifest row; no
     shard on disk is missing from the manifest; no half-written shard is left over.
     """
-    root = Path(features_dir)
-    manifest = root / S.MANIFEST
-    if not manifest.exists():
-        raise MmemoError(f"{root}: no {S.MANIFEST} here; is this a directory written by `mmemo extract`?")
-    df = pd.read_csv(manifest, keep_default_na=False)
-    problems = [f"{manifest}: clip {c!r} is listed {n} times" for c, n in df["clip"].value_counts().items() if n > 1]
-    good = df[df["status"] != "failed"]
+    manifest = read_manifest(features_dir)
+    root, df = manifest.root, manifest.table
+    where = root / MANIFEST
+    problems = [f"{where}: clip {c!r} is listed {n} times" for c, n in df["clip"].value_counts().items() if n > 1]
+    good = manifest.extracted
     rows = [row for _, row in good.iterrows()]
     if jobs > 1 and len(rows) > 1:
         from joblib import Parallel, delayed
@@ -57,14 +56,14 @@ def validate_features_dir(features_dir: str | os.PathLike, jobs: int = 1) -> tup
     for p in found:
         problems += p
     listed = {str(root / s) for s in good["shard"]}
-    shard_dir = root / S.SHARD_DIR
+    shard_dir = root / SHARD_DIR
     if shard_dir.exists():
-        for path in sorted(shard_dir.rglob("*" + S.SHARD_SUFFIX)):
+        for path in sorted(shard_dir.rglob("*" + SHARD_SUFFIX)):
             if str(path) not in listed:
                 problems.append(
                     f"{path}: shard not in the manifest (its clip left the corpus, or a run was interrupted: "
                     "re-run `mmemo extract`)"
                 )
-        for path in sorted(shard_dir.rglob("*" + S.PARTIAL_SUFFIX)):
+        for path in sorted(shard_dir.rglob("*" + PARTIAL_SUFFIX)):
             problems.append(f"{path}: half-written shard of an interrupted run (re-run `mmemo extract`)")
     return len(rows), problems

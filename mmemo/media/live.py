@@ -2,7 +2,7 @@
 
 A source is anything PyAV (FFmpeg) opens: a file, an RTSP/HTTP URL, a capture device (with ``input_format``,
 e.g. ``v4l2``, ``avfoundation``, ``dshow``), or ``-`` for standard input. The decoder thread maps frames and
-samples onto the clip grid with the same code as ``decode_media`` (``_VideoTrack`` / ``_AudioTrack``), so a
+samples onto the clip grid with the same code as ``decode_media`` (``VideoTrack`` / ``AudioTrack``), so a
 live row ``t`` is the row ``t`` that ``mmemo extract`` would have written for a recording of the same stream.
 
 What the consumer gets, through a queue, as soon as it exists:
@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from mmemo.errors import MediaError
-from mmemo.features.media import _AudioTrack, _best_stream, _GridCfg, _reason, _start, _VideoTrack
+from mmemo.media.grid import AudioTrack, GridConfig, VideoTrack, best_stream, ffmpeg_reason, stream_start
 
 
 def open_source(source: str, input_format: str | None = None, options: dict[str, str] | None = None):
@@ -42,7 +42,7 @@ def open_source(source: str, input_format: str | None = None, options: dict[str,
             return av.open(sys.stdin.buffer, mode="r", format=input_format, options=options or {})
         return av.open(source, mode="r", format=input_format, options=options or {})
     except (av.FFmpegError, OSError) as e:
-        raise MediaError(f"{source}: cannot open stream ({_reason(e)})") from None
+        raise MediaError(f"{source}: cannot open stream ({ffmpeg_reason(e)})") from None
 
 
 class LiveDecoder(threading.Thread):
@@ -66,7 +66,7 @@ class LiveDecoder(threading.Thread):
     ) -> None:
         super().__init__(name="mmemo-live-decoder", daemon=True)
         self.source, self.realtime = source, realtime
-        self.cfg = _GridCfg(fps, sample_rate, size, aspect)
+        self.cfg = GridConfig(fps, sample_rate, size, aspect)
         # A paced source (live, or a file read at its natural pace) is never made to wait: the consumer drops
         # work instead. A file read as fast as it decodes waits for the consumer (a bounded queue).
         # every_hop: the user wants every prediction of a recording piped in, and the pipe may wait for us.
@@ -76,16 +76,16 @@ class LiveDecoder(threading.Thread):
         self.lag_s = 0.0  # how far the decoder ran behind the source's clock (realtime pacing only)
         self.container = open_source(source, input_format, options)  # errors surface in the caller's thread
         c = self.container
-        self.vstream = _best_stream(c, "video") if use_video else None
-        self.astream = _best_stream(c, "audio") if use_audio else None
+        self.vstream = best_stream(c, "video") if use_video else None
+        self.astream = best_stream(c, "audio") if use_audio else None
         if self.vstream is None and self.astream is None:
             c.close()
             raise MediaError(f"{source}: no {'audio or video' if use_video and use_audio else 'usable'} stream")
         if self.vstream is not None:
             self.vstream.thread_type = "AUTO"
             self.vstream.thread_count = threads
-        self.video: _VideoTrack | None = None
-        self.audio: _AudioTrack | None = None
+        self.video: VideoTrack | None = None
+        self.audio: AudioTrack | None = None
 
     @property
     def has_video(self) -> bool:
@@ -140,7 +140,7 @@ class LiveDecoder(threading.Thread):
             hint = ""
             if self.source == "-":  # an MP4 whose index sits at its end cannot be read from a pipe
                 hint = "; a pipe needs a streamable container: MPEG-TS, Matroska/WebM, or MP4 with +faststart"
-            self._put(("error", f"{self.source}: decoding failed ({_reason(e)}){hint}", time.monotonic()))
+            self._put(("error", f"{self.source}: decoding failed ({ffmpeg_reason(e)}){hint}", time.monotonic()))
         except Exception as e:  # noqa: BLE001 - the consumer must hear of any end, or it waits forever
             self._put(("error", f"{self.source}: {type(e).__name__}: {e}", time.monotonic()))
         finally:
@@ -149,7 +149,7 @@ class LiveDecoder(threading.Thread):
     def _run(self) -> None:
         primary = self.vstream if self.vstream is not None else self.astream
         # A file knows where its streams start; a live source may not: then its first timestamp is the origin.
-        origin: Fraction | None = _start(primary) if primary.start_time is not None else None
+        origin: Fraction | None = stream_start(primary) if primary.start_time is not None else None
         streams = [s for s in (self.vstream, self.astream) if s is not None]
         held: list = []  # packets demuxed before the origin is known
         clock: list = []
@@ -178,11 +178,11 @@ class LiveDecoder(threading.Thread):
     def _frame(self, stream, frame, origin: Fraction) -> None:
         if stream is self.vstream:
             if self.video is None:
-                self.video = _VideoTrack(stream, origin, self.cfg, self._put_rows, 1)
+                self.video = VideoTrack(stream, origin, self.cfg, self._put_rows, 1)
             self.video.push(frame)
         else:
             if self.audio is None:
-                self.audio = _AudioTrack(stream, origin, self.cfg.sample_rate, self._put_audio)
+                self.audio = AudioTrack(stream, origin, self.cfg.sample_rate, self._put_audio)
             self.audio.push(frame)
 
     def _finish(self) -> None:

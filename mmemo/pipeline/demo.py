@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmemo.synth import write_media
+from mmemo.media.synth import write_media
 
 FPS = 25
 SR = 16000
@@ -145,8 +145,8 @@ def train_demo(out: str | os.PathLike, *, epochs: int = 40, log: Callable[[str],
 
     out = Path(out)
     cfg = TrainConfig(epochs=epochs, batch_size=4, max_seq_len=150, workers=0, group_by="speaker", patience=8)
-    trainer = Trainer(out / "features", out / "run", cfg, DEMO_MODEL, log=log, progress=progress)
-    history = trainer.fit()
+    with Trainer(out / "features", out / "run", cfg, DEMO_MODEL, log=log, progress=progress) as trainer:
+        history = trainer.fit()
     return history.loc[history["mean_ccc"].idxmax()], trainer
 
 

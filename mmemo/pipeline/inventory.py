@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,8 @@ import h5py
 import pandas as pd
 
 from mmemo.data import schema as S
-from mmemo.errors import MmemoError
+from mmemo.data.features_dir import MANIFEST, SHARD_DIR, read_manifest
+from mmemo.features.registry import feature_dims
 
 
 @dataclass
@@ -52,12 +52,8 @@ def _storage(h5: h5py.File, group: str) -> int:
 
 
 def inventory(features_dir: str | os.PathLike) -> Inventory:
-    root = Path(features_dir)
-    manifest = root / S.MANIFEST
-    if not manifest.exists():
-        raise MmemoError(f"{root}: no {S.MANIFEST} here; is this a directory written by `mmemo extract`?")
-    df = pd.read_csv(manifest, keep_default_na=False)
-    good = df[df["status"] != "failed"]
+    manifest = read_manifest(features_dir)
+    root, df, good = manifest.root, manifest.table, manifest.extracted
     mods = good["modalities"].value_counts().to_dict()
     by_mod = {"video": 0, "audio": 0, "other": 0}
     for shard in good["shard"]:
@@ -68,15 +64,10 @@ def inventory(features_dir: str | os.PathLike) -> Inventory:
         by_mod["audio"] += a
         by_mod["other"] += path.stat().st_size - v - a
     features, frame_size = {}, 0
-    config_path = root / S.RUN_CONFIG
-    if config_path.exists():
-        cfg = json.loads(config_path.read_text())["config"]
-        from mmemo.config import ExtractConfig
-        from mmemo.features.audio import feature_dims
-
-        features = feature_dims(ExtractConfig.from_dict(cfg))
-        frame_size = cfg["frame_size"]
-    failed = df[df["status"] == "failed"]
+    if manifest.record is not None:
+        cfg = manifest.extract_cfg
+        features, frame_size = feature_dims(cfg), cfg.frame_size
+    failed = manifest.failed
     return Inventory(
         root=root,
         clips=len(df),
@@ -96,7 +87,7 @@ def format_inventory(inv: Inventory) -> str:
     mb = 1024**2
     lines = [
         f"{inv.root}",
-        f"  shards       {inv.root / S.SHARD_DIR} (one HDF5 file per clip); manifest {inv.root / S.MANIFEST}",
+        f"  shards       {inv.root / SHARD_DIR} (one HDF5 file per clip); manifest {inv.root / MANIFEST}",
         f"  clips        {inv.clips} ({inv.ok} extracted, {inv.failed} failed), {inv.hours * 60:.2f} media minutes "
         f"({inv.hours:.4f} h), {inv.labelled} labelled",
         "  modalities   " + ", ".join(f"{k or 'none'}: {v}" for k, v in sorted(inv.modalities.items())),

@@ -1,4 +1,4 @@
-"""Find the clips of a corpus directory.
+"""Which files are clips: the media suffixes mmemo reads, and the clips of a corpus directory.
 
 Rules:
 - The directory is walked recursively, directories and files in sorted (code point) order, so the clip list is
@@ -20,7 +20,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmemo.features.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".flv", ".m4v", ".mpg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus")
+MEDIA_SUFFIXES = VIDEO_SUFFIXES + AUDIO_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,9 @@ class ClipSource:
 
 
 @dataclass
-class Corpus:
+class CorpusFiles:
+    """The clips found under a corpus directory."""
+
     root: Path
     clips: list[ClipSource]
     duplicates: list[str]  # one line per file left out, naming it and the file used instead
@@ -72,7 +76,7 @@ def _walk(root: Path):
         stack.extend(d / name for name in reversed(subdirs))  # popped in sorted order
 
 
-def discover(root: str | os.PathLike) -> Corpus:
+def discover(root: str | os.PathLike) -> CorpusFiles:
     """All clips under ``root`` in deterministic order (sorted by clip id)."""
     root = Path(root).absolute()
     video_rank = {s: i for i, s in enumerate(VIDEO_SUFFIXES)}
@@ -105,4 +109,4 @@ def discover(root: str | os.PathLike) -> Corpus:
                 + (f" with audio {audio.name}" if audio is not None else "")
             )
         clips.append(ClipSource(clip_id, main, audio))
-    return Corpus(root, clips, duplicates)
+    return CorpusFiles(root, clips, duplicates)

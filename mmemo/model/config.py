@@ -1,0 +1,46 @@
+"""The model's sizes, beside the model (as nanoGPT's GPTConfig): saved in every checkpoint, which rebuilds it alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmemo.config import Serialisable
+from mmemo.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig(Serialisable):
+    """Sizes of the MultiModalTransformer (saved in every checkpoint; the model is rebuilt from it alone).
+
+    The frame encoder sees frames average-pooled from the stored size to ``video_size`` (56 = 224 / 4): valence
+    and arousal live in faces and gestures, not in fine texture, and a CPU can then afford a few hundred frames
+    per step. Raise it (and ``cnn_channels``) on a GPU.
+    """
+
+    audio_dim: int = 91  # total dimension of the selected audio features (0: no audio branch)
+    video: bool = True  # build the video branch
+    hidden: int = 256
+    heads: int = 8
+    layers: int = 4
+    cross_layers: int = 1
+    ff_mult: int = 4
+    dropout: float = 0.1  # on residual branches, the fusion and the feed-forward layers
+    # Dropout on the attention weights themselves makes PyTorch's CPU attention fall back to materialising every
+    # (T x T) matrix: several times the step time and memory (benchmarks/train.py measures it). Off by default.
+    attention_dropout: float = 0.0
+    max_seq_len: int = 1000
+    video_size: int = 56
+    cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
+    modality_dropout: float = 0.1  # per training sample: chance that one of its two modalities is hidden
+    # Statistics pooling: the head also sees the mean and standard deviation over the window of the fused states
+    # (what ridge regression on clip statistics gets), so one linear layer can weigh the clip as a whole.
+    stats_head: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
+        if self.audio_dim <= 0 and not self.video:
+            raise ConfigError("a model needs audio features or video")
+        if not 0 <= self.dropout < 1 or not 0 <= self.modality_dropout < 1:
+            raise ConfigError(f"dropout {self.dropout} / modality_dropout {self.modality_dropout} not in [0, 1)")
+        object.__setattr__(self, "cnn_channels", tuple(self.cnn_channels))
