@@ -72,8 +72,8 @@ def pool_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """(n, S, S, 3) uint8 -> (n, size, size, 3) uint8 by block averaging (S a multiple of size) or area resizing."""
     if frames.shape[1] == size:
         return frames
-    # torch's pooling is ~3x faster than a numpy reshape-mean and gives the same bytes (area = block mean
-    # when the sizes divide)
+    # torch's pooling is several times faster than a numpy reshape-mean and gives the same bytes (area = block
+    # mean when the sizes divide)
     t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="area")
     return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

@@ -27,9 +27,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-# Area averaging: the natural filter for shrinking a picture several times (no aliasing), and the cheapest of
-# swscale's good ones (0.36 vs 0.64 ms a 720p frame for bicubic, ffmpeg's default); frames stay within a median
-# 0.8 grey levels of ffmpeg's bicubic decode on the real clips.
+# Area averaging: the natural filter for shrinking a picture several times (no aliasing), and cheaper than bicubic,
+# ffmpeg's default, while staying within about a grey level of it on real clips (docs/benchmarks.md, extraction).
 _INTERPOLATION = "AREA"
 # Audio timestamps that jump ahead by more than this are a hole, filled with (masked) silence.
 _AUDIO_GAP_S = 0.1
@@ -102,7 +101,7 @@ class _FrameGeometry:
         w, h = target_size(float(disp_w), float(disp_h), size, aspect)
         self.coded_target = (h, w) if self.rotation in (90, 270) else (w, h)
         # One reformatter for the whole stream keeps its swscale context: frame.reformat() builds a new one per
-        # call, which costs more than the scaling itself (3.3 vs 0.6 ms a 720p frame).
+        # call, which costs more than the scaling itself.
         self.reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
