@@ -69,9 +69,10 @@ def _quiet(help_text: str):
     return click.option("--quiet", "-q", is_flag=True, help=help_text)
 
 
-_jobs = click.option(
-    "--jobs", "-j", type=click.IntRange(1, None), default=None, help="Parallel processes (default: all cores)."
-)
+def _jobs(help_text: str | None):
+    return click.option("--jobs", "-j", type=click.IntRange(1, None), default=None, help=help_text)
+
+
 _checkpoint = click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
 _run_dir = click.option(
     "--run",
@@ -159,7 +160,7 @@ def main() -> None:
 )
 @click.option("--n-mels", type=click.IntRange(8, 256), default=EXTRACT.n_mels, show_default=True)
 @click.option("--n-mfcc", type=click.IntRange(1, 128), default=EXTRACT.n_mfcc, show_default=True)
-@_jobs
+@_jobs("Clips extracted in parallel (default: all cores).")
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -541,7 +542,7 @@ def features() -> None:
 
 @main.command()
 @_features_dir
-@_jobs
+@_jobs("Shards checked in parallel.")
 def validate(features_dir: Path, jobs: int | None) -> None:
     """Re-read every shard against the schema and the manifest; exit 1 with the list of problems."""
     from mmemo.pipeline.validate import validate_features_dir
@@ -574,7 +575,7 @@ def inspect(features_dir: Path) -> None:
     help="Where the demo corpus and features go.",
 )
 @click.option("--clips", type=click.IntRange(2, 200), default=12, show_default=True)
-@_jobs
+@_jobs(None)
 @click.option(
     "--epochs",
     type=click.IntRange(0, None),

@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmemo.config import ExtractConfig, TrainConfig
+from mmemo.data.labels import DIMENSIONS, align, read_labels
 from mmemo.media.synth import write_media
+from mmemo.pipeline.extract import extract_corpus
+from mmemo.pipeline.metrics import ccc
+from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
+from mmemo.pipeline.train import Trainer
 
 FPS = 25
 SR = 16000
@@ -124,9 +130,6 @@ DEMO_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.1, "stats_head
 
 def run_demo(out: str | os.PathLike, *, n_clips: int = 12, jobs: int = 1, log: Callable[[str], None] = print):
     """Make the demo corpus under ``out/corpus`` and extract it into ``out/features``."""
-    from mmemo.config import ExtractConfig
-    from mmemo.pipeline.extract import extract_corpus
-
     out = Path(out)
     corpus = out / "corpus"
     if not (corpus / "labels.csv").exists():
@@ -140,9 +143,6 @@ def train_demo(out: str | os.PathLike, *, epochs: int = 40, log: Callable[[str],
 
     Returns the metrics row of the best epoch (its ``valence_ccc`` and ``arousal_ccc`` are on held-out clips).
     """
-    from mmemo.config import TrainConfig
-    from mmemo.pipeline.train import Trainer
-
     out = Path(out)
     cfg = TrainConfig(epochs=epochs, batch_size=4, max_seq_len=150, workers=0, group_by="speaker", patience=8)
     with Trainer(out / "features", out / "run", cfg, DEMO_MODEL, log=log, progress=progress) as trainer:
@@ -153,10 +153,6 @@ def train_demo(out: str | os.PathLike, *, epochs: int = 40, log: Callable[[str],
 def predict_unseen(out: str | os.PathLike, seconds: float = 12.0) -> dict:
     """Make a clip the model never saw (another seed, twice as long as the training clips), predict it with the
     demo run's best checkpoint, write ``out/unseen.csv`` and ``out/unseen.png``, and score it against its labels."""
-    from mmemo.data.labels import align, read_labels
-    from mmemo.pipeline.metrics import ccc
-    from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
-
     out = Path(out)
     corpus = make_demo_corpus(out / "unseen", n_clips=1, seconds=seconds, seed=99)
     clip = corpus / "speaker0" / "clip00.mp4"
@@ -171,9 +167,6 @@ def predict_unseen(out: str | os.PathLike, seconds: float = 12.0) -> dict:
         "frames": len(pred.table),
         "csv": out / "unseen.csv",
         "png": out / "unseen.png",
-        **{f"{d}_ccc": ccc(pred.table[d].to_numpy()[m], getattr(truth, d)[m]) for d in ("valence", "arousal")},
-        **{
-            f"{d}_mean": (float(pred.table[d].mean()), float(np.mean(getattr(truth, d)[m])))
-            for d in ("valence", "arousal")
-        },
+        **{f"{d}_ccc": ccc(pred.table[d].to_numpy()[m], getattr(truth, d)[m]) for d in DIMENSIONS},
+        **{f"{d}_mean": (float(pred.table[d].mean()), float(np.mean(getattr(truth, d)[m]))) for d in DIMENSIONS},
     }

@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from mmemo.data.labels import DIMENSIONS
+
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (imported on first use: only the commands that draw pay for it)."""
@@ -26,7 +28,7 @@ def learning_curves(history: pd.DataFrame, path: str | os.PathLike) -> None:
     ax1.plot(history["epoch"], history["val_loss"], label="validation")
     ax1.set(xlabel="epoch", ylabel="loss", title="loss")
     ax1.legend()
-    for dim in ("valence", "arousal"):
+    for dim in DIMENSIONS:
         ax2.plot(history["epoch"], history[f"{dim}_ccc"], label=f"{dim} (pooled)")
         ax2.plot(history["epoch"], history[f"{dim}_ccc_clip"], "--", label=f"{dim} (per clip)")
     ax2.set(xlabel="epoch", ylabel="CCC", title="validation CCC", ylim=(-0.2, 1.0))
@@ -44,7 +46,7 @@ def traces(preds: dict, names: list[str], path: str | os.PathLike, n: int = 3, f
     for row, ci in enumerate(keys):
         p, y, m = preds[ci]["pred"], preds[ci]["labels"], preds[ci]["mask"]
         t = np.arange(len(p)) / fps
-        for k, dim in enumerate(("valence", "arousal")):
+        for k, dim in enumerate(DIMENSIONS):
             ax = axes[row, k]
             ax.plot(t, np.where(m, y[:, k], np.nan), label="true", color="black", lw=1)
             ax.plot(t, p[:, k], label="predicted", color="tab:red", lw=1)
