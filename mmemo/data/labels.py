@@ -14,11 +14,13 @@ Every corpus layout mmemo reads (``mmemo.data.layouts``) resolves to one gold-st
   the table are masked, never filled.
 
 ``clip`` is the clip id (path relative to the corpus without suffix, ``/`` as separator); a media suffix in the
-table (``speaker1/a.mp4``) is accepted and dropped. Extra columns are kept for later use (grouping).
+table (``speaker1/a.mp4``) is accepted and dropped. Extra columns are kept for later use (grouping). Values are in
+[-1, 1]; what ``read_labels`` refuses is listed in its docstring.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +89,21 @@ class LabelTable:
 
 
 def read_labels(path: str | os.PathLike) -> LabelTable:
-    """Read and check a label CSV; a malformed one raises LabelError naming the file (and line)."""
+    """Read and check a label CSV; a malformed one raises one LabelError line ``path:LINE: what is wrong``.
+
+    LINE is the physical line of the file (the header's is 1), counting the blank lines pandas skips (lines of
+    spaces and tabs only) and the line breaks inside quoted fields (a row spanning lines is named by its first).
+    Refused, the first bad line of the table first:
+
+    - a valence, arousal, time or frame cell that is not a number; a frame that is not a 0-based integer or empty;
+    - an empty clip id;
+    - time-continuous tables: an empty ``time`` cell, or a time that is NaN or infinite (``nan``, ``NA``, ``inf``);
+      negative times are allowed (an annotation delay shifts the first ones below 0);
+    - a valence or arousal of +-inf, or outside [-1, 1] (both bounds included: mmemo's labels are in [-1, 1]
+      everywhere). An empty (or ``nan``) valence or arousal is allowed: those rows / frames are unlabelled;
+    - two rows for one clip (per-clip table), one (clip, time) or one (clip, frame) that differ in any column:
+      the error names both lines. Rows identical in every column (after clip-id normalisation) are kept once.
+    """
     path = Path(path)
     try:
         df = pd.read_csv(path, dtype={"clip": str}, skipinitialspace=True)
@@ -104,31 +120,143 @@ def read_labels(path: str | os.PathLike) -> LabelTable:
         raise LabelError(f"{path}: has both a time and a frame column; keep the one the labels are indexed by")
     kind = "continuous" if "time" in df.columns else "frames" if "frame" in df.columns else "clip"
     index_col = {"continuous": ["time"], "frames": ["frame"], "clip": []}[kind]
+    source = _Source(path)
+    problems: list[tuple[int, str]] = []  # (row, what is wrong): the first row's is reported
     for col in [*DIMENSIONS, *index_col]:
         values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & df[col].notna()
+        bad = (values.isna() & df[col].notna()).to_numpy(copy=True)
         if kind == "frames" and col == "frame":
-            bad |= values.notna() & ((values < 0) | (values % 1 != 0)) | df[col].isna()
+            bad |= (values.notna() & ((values < 0) | (values % 1 != 0)) | df[col].isna()).to_numpy()
         if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
+            i = _first(bad)
             what = "not a frame index (0, 1, 2, ...)" if col == "frame" else "not a number"
-            cell = df[col].iloc[i]
-            shown = repr(cell) if isinstance(cell, str) else f"{cell:g}"
-            raise LabelError(f"{path}:{i + 2}: column {col} holds {shown}, {what}")
-        df[col] = values.astype(np.int64 if col == "frame" else np.float64)
+            problems.append((i, f"column {col} holds {_show(df[col].iloc[i])}, {what}"))
+        x = values.to_numpy(np.float64)
+        if col == "time":
+            nan = np.isnan(x) & ~bad
+            if nan.any():
+                i = _first(nan)
+                raw = source.cell(i, df.columns.get_loc(col))
+                problems.append(
+                    (i, "empty time" if not raw.strip() else f"column time holds {raw!r}, not a finite number")
+                )
+        if col in ("time", *DIMENSIONS) and np.isinf(x).any():
+            i = _first(np.isinf(x))
+            problems.append((i, f"column {col} holds {_show(x[i])}, not a finite number"))
+        out = np.isfinite(x) & (np.abs(x) > 1)
+        if col in DIMENSIONS and out.any():
+            i = _first(out)
+            problems.append((i, f"{col} {_show(x[i])} is outside [-1, 1]"))
+        if not bad.any():
+            df[col] = values.astype(np.int64 if col == "frame" else np.float64)
     if df["clip"].isna().any():
-        i = int(np.flatnonzero(df["clip"].isna().to_numpy())[0])
-        raise LabelError(f"{path}:{i + 2}: empty clip id")
+        problems.append((_first(df["clip"].isna().to_numpy()), "empty clip id"))
+    if problems:
+        i, what = min(problems, key=lambda p: p[0])
+        raise LabelError(f"{path}:{source.line(i)}: {what}")
     df["clip"] = df["clip"].map(normalise_clip_id)
-    # Two values for one clip (or one native frame) cannot both hold; continuous tables keep their old leniency.
-    dup = df.duplicated(["clip", *index_col]) if kind != "continuous" else pd.Series(False, index=df.index)
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        at = f" at {index_col[0]} {df[index_col[0]].iloc[i]}" if index_col else ""
-        raise LabelError(f"{path}:{i + 2}: clip {df['clip'].iloc[i]!r} is labelled twice{at}")
+    df = _drop_repeats(df, index_col, source)
     if index_col:
         df = df.sort_values(["clip", *index_col], kind="stable").reset_index(drop=True)
     return LabelTable(path, kind, df)
+
+
+def _drop_repeats(df: pd.DataFrame, index_col: list[str], source: _Source) -> pd.DataFrame:
+    """Keep one of each set of identical rows; two different rows for one clip (and time / frame): LabelError."""
+    key = ["clip", *index_col]
+    same_key = df.duplicated(key).to_numpy()
+    if not same_key.any():
+        return df
+    same_row = df.duplicated().to_numpy()  # identical in every column to an earlier row (NaN equals NaN here)
+    conflict = same_key & ~same_row
+    if conflict.any():
+        j = _first(conflict)
+        here = df.iloc[j]
+        i = _first((df[key] == here[key]).all(axis=1).to_numpy())  # the first row of that key differs from row j
+        there = df.iloc[i]
+        col = next(c for c in df.columns if not _same(there[c], here[c]))
+        at = f" at {index_col[0]} {_show(here[index_col[0]])}" if index_col else ""
+        raise LabelError(
+            f"{source.path}:{source.line(j)}: clip {here['clip']!r} is labelled twice{at}, differently from line "
+            f"{source.line(i)} ({col} {_show(there[col])} there, {_show(here[col])} here)"
+        )
+    return df[~same_row].reset_index(drop=True)
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _same(a, b) -> bool:
+    if pd.isna(a) or pd.isna(b):
+        return bool(pd.isna(a) and pd.isna(b))
+    return bool(a == b)
+
+
+def _show(value) -> str:
+    """A cell as an error shows it: strings quoted, numbers as short as they round-trip (2, 1.5, -inf, nan)."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+class _Source:
+    """Where pandas' data row ``i`` of a label CSV is in the file: its physical line and its raw cells.
+
+    pandas skips lines of spaces and tabs only (``skip_blank_lines``), before the header too, and a quoted field
+    may hold line breaks, so row ``i`` is not always on line ``i + 2``. The file is read again with the csv module
+    (same quoting, ``skipinitialspace``) only when an error needs a line, so a good table costs nothing more.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._rows: list[tuple[int, list[str]]] | None = None
+
+    def line(self, i: int) -> int:
+        rows = self._scan()
+        return rows[i][0] if i < len(rows) else i + 2  # (a file the csv module reads otherwise: best guess)
+
+    def cell(self, i: int, col: int) -> str:
+        rows = self._scan()
+        cells = rows[i][1] if i < len(rows) else []
+        return cells[col] if col < len(cells) else ""
+
+    def _scan(self) -> list[tuple[int, list[str]]]:
+        if self._rows is None:
+            self._rows = []
+            try:
+                with open(self.path, encoding="utf-8-sig", errors="replace", newline="") as f:
+                    lines = _Lines(f)
+                    reader = csv.reader(lines, skipinitialspace=True)
+                    start, header = 1, False
+                    for cells in reader:
+                        first, start = start, reader.line_num + 1
+                        if first == reader.line_num and not lines.last.strip(" \t\r\n"):
+                            continue  # a blank line: pandas skips it
+                        if header:
+                            self._rows.append((first, cells))
+                        header = True
+            except (OSError, csv.Error):
+                pass
+        return self._rows
+
+
+class _Lines:
+    """A file's lines, remembering the last one handed out (to tell a blank line from a quoted empty field)."""
+
+    def __init__(self, f):
+        self._f = iter(f)
+        self.last = ""
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        self.last = next(self._f)
+        return self.last
 
 
 def align(
@@ -155,11 +283,28 @@ def align(
     else:
         t = np.arange(n_frames) / fps
         vals = [interpolate(rows["time"].to_numpy(), rows[d].to_numpy(), t) for d in DIMENSIONS]
+        notes = _coverage_notes(rows["time"].to_numpy(np.float64), t, fps)
     valence, arousal = vals
     mask = np.isfinite(valence) & np.isfinite(arousal)
     valence[~mask] = np.nan
     arousal[~mask] = np.nan
     return AlignedLabels(valence, arousal, mask, kind, notes)
+
+
+def _coverage_notes(times: np.ndarray, t: np.ndarray, fps: int) -> list[str]:
+    """A note when time-continuous labels span no row of the clip (all after its end, all negative, or between two
+    rows): ``align`` then labels nothing, which must not pass silently."""
+    times = times[np.isfinite(times)]
+    if times.size == 0 or t.size == 0:
+        return []
+    lo, hi = float(times.min()), float(times.max())
+    covered = np.isclose(t, lo) if lo == hi else (t >= lo) & (t <= hi)  # as interpolate() decides
+    if covered.any():
+        return []
+    span, end = f"labels span {lo:.2f}-{hi:.2f} s", t.size / fps
+    if hi < 0 or lo >= end:
+        return [f"{span}, outside the clip (0-{end:.2f} s): no row labelled"]
+    return [f"{span}, which holds no row of the {fps} fps grid (rows at 0-{t[-1]:.2f} s): no row labelled"]
 
 
 def _per_frame(
