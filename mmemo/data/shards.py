@@ -28,16 +28,18 @@ _MAX_PENDING_CHUNKS = 4  # frame blocks queued for the writer thread: bounds mem
 
 
 class ShardWriter:
-    """Writes one clip's shard under ``<path>.partial`` and renames it to ``path`` only when complete.
+    """Writes one clip's shard under ``<path>.<pid>.partial`` and renames it to ``path`` only when complete.
 
     Use as a context manager: an exception inside the block deletes the partial file, so a failed clip never
-    leaves a shard behind. Frames are appended chunk by chunk (``append_frames``); their compression and writing
+    leaves a shard behind. The partial name carries the writer's process id, so two processes that write the same
+    clip (a new run and an orphaned worker of a killed one) never touch each other's file; each deletes only its
+    own. Frames are appended chunk by chunk (``append_frames``); their compression and writing
     run on a background thread (HDF5 filters release the GIL), so they overlap with decoding.
     """
 
     def __init__(self, path: str | os.PathLike, *, frame_size: int, codec: str = "lzf") -> None:
         self.path = Path(path)
-        self._atomic = atomic.atomic_path(self.path)  # readers see no shard or a whole one
+        self._atomic = atomic.atomic_path(self.path, unique=True)  # readers see no shard or a whole one
         self.partial: Path | None = None
         self.frame_size = frame_size
         self.codec = check_frame_codec(codec)

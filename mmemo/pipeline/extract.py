@@ -14,8 +14,10 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +93,16 @@ def extract_clip(
     labels: tuple[pd.DataFrame, str, str] | None,  # (this clip's label rows, their kind, where they came from)
     key: str,
     threads: int = 0,
+    parent: int | None = None,
 ) -> ClipRecord:
-    """Decode, featurise and write one clip (runs in a worker process). Never raises for bad media."""
+    """Decode, featurise and write one clip (runs in a worker process). Never raises for bad media.
+
+    ``parent``: the pid of the `mmemo extract` that holds the directory's lock. A worker process whose parent has
+    died (killed, out of memory, a lost SSH session) stops at once instead of writing into a directory that a new
+    run may own by now.
+    """
+    if parent is not None and parent != os.getpid():
+        _exit_with_parent(parent)
     rel = src.rel(corpus)
     shard = shard_relpath(src.clip_id)
     path = out_dir / shard
@@ -161,11 +171,11 @@ def extract_clip(
                     "versions": json.dumps(package_versions()),
                 },
             )
+            if parent is not None and not _alive(parent):
+                raise _Orphaned()  # never put a shard in place for a run that is gone
     except (MediaError, MmemoError) as e:
-        path.unlink(missing_ok=True)  # an older shard of this clip no longer matches its source
         return ClipRecord(src.clip_id, rel, "failed", error=str(e))
     except Exception as e:  # a bug or an unforeseen library error: still one line, still only this clip
-        path.unlink(missing_ok=True)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         return ClipRecord(src.clip_id, rel, "failed", error=f"{src.path}: {type(e).__name__}: {msg}")
     return ClipRecord(
@@ -180,6 +190,42 @@ def extract_clip(
         bytes=path.stat().st_size,
         warnings=dec.warnings,
     )
+
+
+class _Orphaned(Exception):
+    """The run that asked for this clip is gone."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+_WATCHED: list[int] = []
+
+
+def _exit_with_parent(parent: int, interval_s: float = 0.1) -> None:
+    """In a worker process: a daemon thread that ends the process as soon as ``parent`` is no longer its parent.
+
+    A worker outliving its `mmemo extract` would go on writing without the lock (workers are re-parented when
+    their parent dies, which ``os.getppid`` shows). Its half-written file keeps its pid in the name; the next run
+    removes it. Started once per process.
+    """
+    if _WATCHED:
+        return
+    _WATCHED.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="mmemo-parent-watch", daemon=True).start()
 
 
 def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipRecord | None:
@@ -260,15 +306,31 @@ def _exclusive(out: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _discard_partials(out: Path) -> int:
-    """Delete half-written shards of an interrupted run (safe: we hold the lock, so no writer is alive)."""
+def _discard_partials(out: Path, wait_s: float = 5.0) -> int:
+    """Delete the half-written shards of interrupted runs (we hold the lock: no other run writes here).
+
+    A partial's name carries its writer's pid. One whose writer is still alive belongs to an orphaned worker of a
+    killed run, which stops by itself within a moment (``_exit_with_parent``) and removes its own file: wait for
+    it (at most ``wait_s`` in all, in case the pid has been reused by another program), then delete.
+    """
     shards = out / SHARD_DIR
     if not shards.exists():
         return 0
-    partials = list(shards.rglob("*" + PARTIAL_SUFFIX))
+    deadline = time.monotonic() + wait_s
+    partials = sorted(shards.rglob("*" + PARTIAL_SUFFIX))
     for p in partials:
+        pid = _writer_pid(p)
+        while pid not in (None, os.getpid()) and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         p.unlink(missing_ok=True)
     return len(partials)
+
+
+def _writer_pid(partial: Path) -> int | None:
+    """The pid in ``<name>.<pid>.partial`` (None for a name without one, as older versions wrote)."""
+    stem = partial.name[: -len(PARTIAL_SUFFIX)]
+    pid = stem.rpartition(".")[2]
+    return int(pid) if pid.isdigit() else None
 
 
 def extract_corpus(
@@ -341,20 +403,38 @@ def extract_corpus(
         # Largest files first: the long clips start early instead of keeping one worker busy at the end.
         tasks.sort(key=lambda t: -t[0].path.stat().st_size)
         # FFmpeg's decoder threads share the cores with the other workers (0 = FFmpeg picks, one per core).
-        threads = 0 if jobs <= 1 or backend == "dask" else max(1, (os.cpu_count() or 1) // jobs)
-        tasks = [(*t, threads) for t in tasks]
+        local_pool = backend == "loky" and jobs > 1
+        threads = 0 if not local_pool else max(1, (os.cpu_count() or 1) // jobs)
+        tasks = [(*t, threads, os.getpid() if local_pool else None) for t in tasks]
 
         bar = Progress(len(tasks), {True: "auto", False: "quiet"}.get(progress, progress))
+        pending = {t[0].clip_id: t for t in tasks}
+
+        def report(r: ClipRecord) -> None:
+            results.append(r)
+            if r.status == "failed":
+                bar.write(f"error: {r.error}")
+            for w in r.warnings:
+                bar.write(f"warning: {w}")
+            bar.update(r.duration, r.status == "failed")
+
         try:
             for r in _run_jobs(tasks, jobs, backend, scheduler):
-                results.append(r)
-                if r.status == "failed":
-                    bar.write(f"error: {r.error}")
-                for w in r.warnings:
-                    bar.write(f"warning: {w}")
-                bar.update(r.duration, r.status == "failed")
+                pending.pop(r.clip, None)
+                report(r)
+        except BrokenExecutor as e:  # a worker process died (killed, out of memory): the pool is gone
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            for src, *_, key, _threads, _parent in pending.values():
+                # A clip whose worker finished its shard before the pool broke is done; the others failed.
+                done = _up_to_date(src, corpus.root, out, key)
+                report(done or ClipRecord(src.clip_id, src.rel(corpus.root), "failed",
+                                          error=f"{src.path}: a worker process died while extracting it ({reason}); "
+                                          "run `mmemo extract` again"))  # fmt: skip
         finally:
             bar.close()
+        for r in results:  # a failed clip keeps no shard: an older one no longer matches its source
+            if r.status == "failed":
+                (out / shard_relpath(r.clip)).unlink(missing_ok=True)
 
         results.sort(key=lambda r: r.clip)
         orphans = _orphans(out, {c.clip_id for c in corpus.clips})
