@@ -306,6 +306,13 @@ def _print_summary(summary) -> None:
 )  # fmt: skip
 @_quiet("No progress bars.")
 @click.option(
+    "--progress",
+    type=click.Choice(PROGRESS_MODES),
+    default=PROGRESS_MODES[0],
+    show_default=True,
+    help="A live bar per epoch (terminals) or only the epoch lines (logs); auto picks by whether stderr is a terminal.",
+)
+@click.option(
     "--folds", type=click.IntRange(2, None),
     help="K-fold cross-validation with groups kept whole (--group-by, or the labels' speaker column); "
     "RUN_DIR gets every fold's run, folds.csv, results.json and results.md.",
@@ -318,8 +325,8 @@ def _print_summary(summary) -> None:
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int | None, batch_size: int,
           lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
-          dropout: float | None,
-          quiet: bool, folds: int | None, seeds: int, target: str, no_frame_cache: bool) -> None:  # fmt: skip
+          dropout: float | None, quiet: bool, progress: str, folds: int | None, seeds: int, target: str,
+          no_frame_cache: bool) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
@@ -331,22 +338,28 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
                       group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
                       augment=not no_augment, max_seq_len=max_seq_len, target=target,
                       frame_cache=not no_frame_cache)  # fmt: skip
-    given = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
-    model = {k: v for k, v in given.items() if v is not None}  # the rest: the Trainer's size rule
+    sizes = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
+    model = {k: v for k, v in sizes.items() if v is not None}  # the rest: the Trainer's size rule
+    bars = not quiet and (progress == "bar" or (progress == "auto" and sys.stderr.isatty()))
     if folds is not None:
         from mmemo.pipeline.crossval import cross_validate, format_markdown
 
         summary = cross_validate(features_dir, run_dir or resume_dir, cfg, model, folds=folds, seeds=seeds,
-                                 log=click.echo, progress=not quiet)  # fmt: skip
+                                 log=click.echo, progress=bars)  # fmt: skip
         click.echo(format_markdown(summary))
         return
     from mmemo.pipeline.train import Trainer
 
+    # What the user typed, as TrainConfig fields: on --resume those are applied or refused, never ignored.
+    ctx = click.get_current_context()
+    option_field = {"no_augment": "augment", "no_frame_cache": "frame_cache"}
+    given = [option_field.get(p, p) for p in ctx.params if p in option_field or p in TrainConfig.__dataclass_fields__
+             if ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE]  # fmt: skip
     with Trainer(features_dir, run_dir or resume_dir, cfg, model, resume=resume_dir is not None, log=click.echo,
-                 progress=not quiet) as trainer:  # fmt: skip
+                 progress=bars, given=given) as trainer:  # fmt: skip
         trainer.fit()
     if trainer.is_main:
-        click.echo(f"best validation mean CCC {trainer.best:.3f}; checkpoints in {trainer.run_dir}")
+        click.echo(f"{trainer.best_text()}; checkpoints in {trainer.run_dir}")
 
 
 @main.command()
@@ -393,8 +406,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
     output never falls further and further behind. Exit code 1 when any clip failed (the others are still
     predicted and written) or the stream broke.
     """
-    from mmemo.media.files import discover
-    from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
+    from mmemo.pipeline.predict import format_prediction, load_run, output_names, plot_prediction, predict_clip
 
     if source is not None:
         if clips:
@@ -410,12 +422,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
     if not clips:
         raise click.UsageError("give at least one CLIP, or --stream SOURCE")
 
-    sources = []
-    for c in clips:
-        if c.is_dir():
-            sources += [(s.path, s.audio_path, s.clip_id) for s in discover(c).clips]
-        else:
-            sources.append((c, None, c.stem))
+    sources = output_names(list(clips))
     if len(sources) > 1 and (out is None or out.suffix):
         raise click.UsageError(f"{len(sources)} clips: give --out DIRECTORY for their {fmt.upper()} files")
     if plot is not None and len(sources) > 1 and plot.suffix:
@@ -609,7 +616,7 @@ def demo(out_dir: Path, clips: int, jobs: int | None, epochs: int, quiet: bool) 
     )
     u = predict_unseen(out_dir)
     click.echo(
-        f"predicted an unseen {u['frames'] / 25:.0f}-s clip {u['clip']}: {u['csv']}, plot {u['png']}; "
+        f"predicted an unseen {u['seconds']:.0f}-s clip {u['clip']}: {u['csv']}, plot {u['png']}; "
         f"against its labels: valence CCC {u['valence_ccc']:.3f} (mean {u['valence_mean'][0]:+.2f} predicted, "
         f"{u['valence_mean'][1]:+.2f} labelled), arousal CCC {u['arousal_ccc']:.3f} (mean "
         f"{u['arousal_mean'][0]:+.2f} predicted, {u['arousal_mean'][1]:+.2f} labelled)"

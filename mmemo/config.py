@@ -66,8 +66,9 @@ class Serialisable:
 class ExtractConfig(Serialisable):
     """What `mmemo extract` computes. Everything here changes the arrays, so all of it is hashed.
 
-    The time grid is fixed by ``fps`` and ``sample_rate``: frame ``t`` covers ``[t/fps, (t+1)/fps)`` and the
-    audio features of row ``t`` summarise the same ``hop_length = sample_rate / fps`` samples.
+    The time grid is fixed by ``fps`` and ``sample_rate``: row ``t`` is the instant ``t / fps``, its frame the one
+    on screen then, its audio features computed on an ``n_fft``-sample window centred on it (rows are
+    ``hop_length = sample_rate / fps`` samples apart).
     """
 
     sample_rate: int = 16000
@@ -135,6 +136,8 @@ TARGETS = ("auto", "frame", "clip")
 # Below this much labelled training media a corpus is small: the trainer then defaults to the small model, more
 # epochs and patience, and a smaller validation share (docs/training.md has the cross-validation behind it).
 SMALL_CORPUS_S = 3600
+# What `mmemo train --resume` may change: how long to go on, and how the data is read; not what is learnt.
+RESUMABLE = ("epochs", "patience", "workers", "frame_cache")
 
 
 @dataclass(frozen=True)

@@ -103,18 +103,18 @@ def test_ewe_through_the_layout_renormalises_over_rater_gaps(tmp_path):
     assert (w > 0).all() and w.sum() == pytest.approx(1)
     assert gold[1] == pytest.approx((w[1] * 2 + w[2] * 4) / (w[1] + w[2]))  # raters 2 and 3 only, at step 1
     times = s * 0.04
-    for d in ("arousal", "valence"):
-        _write(tmp_path / d / "c.csv", _csv_traces(times, *ratings.T))
+    for d in ("arousal", "valence"):  # ratings are in [-1, 1]: the same ratings / 16 (exact in decimal and binary)
+        _write(tmp_path / d / "c.csv", _csv_traces(times, *(ratings / 16).T))
     rows = load_labels(tmp_path, ["c"], gold="ewe").for_clip("c")
-    np.testing.assert_allclose(rows["arousal"], gold)
-    np.testing.assert_allclose(load_labels(tmp_path, ["c"]).for_clip("c")["arousal"], np.nanmean(ratings, axis=1))
+    np.testing.assert_allclose(rows["arousal"], gold / 16)  # correlations, hence weights, ignore the scale
+    np.testing.assert_allclose(load_labels(tmp_path, ["c"]).for_clip("c")["arousal"], np.nanmean(ratings, axis=1) / 16)
 
 
 def test_annotation_delay_shifts_by_exactly_that_many_seconds(tmp_path):
     """Delay 0.2 s: the label at 0.2 s + t is given to media time t, so aligned row t = undelayed row t + 5."""
     t = np.round(np.arange(0, 2.0001, 0.04), 2)
     for d in ("arousal", "valence"):
-        _write(tmp_path / d / "c.csv", _csv_traces(t, np.sin(3 * t) if d == "arousal" else t**2))
+        _write(tmp_path / d / "c.csv", _csv_traces(t, np.sin(3 * t) if d == "arousal" else (t / 2) ** 2))
     plain = load_labels(tmp_path, ["c"])
     late = load_labels(tmp_path, ["c"], annotation_delay=0.2)
     a = align(plain.for_clip("c"), plain.kind, 50, 25)
@@ -129,10 +129,10 @@ def test_annotation_delay_shifts_by_exactly_that_many_seconds(tmp_path):
 def test_dimensions_on_different_time_steps_share_one_time_column(tmp_path):
     """Arousal every 0.08 s, valence every 0.04 s: one time column, arousal interpolated between its samples."""
     _write(tmp_path / "arousal/c.csv", _csv_traces([0, 0.08], [0.0, 0.8]))
-    _write(tmp_path / "valence/c.csv", _csv_traces([0, 0.04, 0.08, 0.12], [1.0, 2.0, 3.0, 4.0]))
+    _write(tmp_path / "valence/c.csv", _csv_traces([0, 0.04, 0.08, 0.12], [0.1, 0.2, 0.3, 0.4]))
     rows = load_labels(tmp_path, ["c"]).for_clip("c")
     np.testing.assert_allclose(rows["time"], [0, 0.04, 0.08, 0.12])
-    np.testing.assert_allclose(rows["valence"], [1, 2, 3, 4])
+    np.testing.assert_allclose(rows["valence"], [0.1, 0.2, 0.3, 0.4])
     np.testing.assert_allclose(rows["arousal"], [0, 0.4, 0.8, np.nan])  # not extrapolated past 0.08 s
 
 
@@ -295,7 +295,7 @@ MALFORMED = [
     ("annot/c.txt", "valence,arousal\n0.1,0.2\n0.3\n", ":3: expected valence,arousal (two numbers)"),
     ("annot/c.txt", "valence,arousal\n0.1,0.2\n1.5,0.2\n", ":3: valence 1.5 is outside [-1, 1]"),
     ("arousal.csv", "c.wav,0.1\nc2.wav,lots\n", ":2: value 'lots' is not a number"),
-    ("arousal.csv", "c.wav,0.1\nc.wav,0.2\n", ":2: 'c.wav' is listed twice"),
+    ("arousal.csv", "c.wav,0.1\nc.wav,0.2\n", ":2: clip 'c' is labelled twice, differently from line 1"),
 ]  # fmt: skip
 
 
@@ -310,6 +310,56 @@ def test_malformed_files_name_path_and_line(tmp_path, name, text, message):
     with pytest.raises(LabelError) as e:
         load_labels(tmp_path, ["c", "c2"])
     assert str(e.value).startswith(f"{bad}:") and message in str(e.value) and "\n" not in str(e.value)
+
+
+# Non-finite and out-of-range values in the other layouts, as the generic labels.csv refuses them (the exact line).
+NOT_FINITE_OR_OUT_OF_RANGE = [
+    ("arousal.csv", "c.wav,0.1\nc2.wav,inf\n", "2: value inf is not a finite number"),
+    ("arousal.csv", "c.wav,0.1\nc2.wav,-Infinity\n", "2: value -inf is not a finite number"),
+    ("arousal.csv", "c.wav,0.1\nc2.wav,nan\n",
+     "2: value nan is not a finite number (leave the line out to leave the clip unlabelled)"),
+    ("arousal.csv", "c.wav,0.1\nc2.wav,1.5\n", "2: arousal 1.5 is outside [-1, 1]"),
+    ("arousal.csv", "c.wav,-1\nc2.wav,0.2\nc,-1.0\nc.mp4,0.3\n",
+     "4: clip 'c' is labelled twice, differently from line 1 (arousal -1 there, 0.3 here)"),
+    ("arousal/c.csv", "time;FM1;FM2\n0.00;0.1;0.2\n0.04;inf;0.2\n", "3: column FM1 holds inf, not a finite number"),
+    ("arousal/c.csv", "time;FM1;FM2\n0.00;0.1;0.2\n0.04;0.1;-1.5\n", "3: FM2 rating -1.5 is outside [-1, 1]"),
+    ("arousal/c.csv", "time;FM1\n0.00;0.1\ninf;0.2\n", "3: column time holds inf, not a finite number"),
+    ("arousal/c.arff", "@relation r\n@attribute frameTime numeric\n@attribute FM1 numeric\n@data\n0.0,0.1\n0.04,-inf\n",
+     "6: column FM1 holds -inf, not a finite number"),
+    ("arousal/c.arff", "@relation r\n@attribute frameTime numeric\n@attribute FM1 numeric\n@data\n0.0,1\n0.04,2\n",
+     "6: FM1 rating 2 is outside [-1, 1]"),
+    ("annot/c.txt", "valence,arousal\n0.1,0.2\nnan,0.2\n",
+     "3: column valence holds nan, not a finite number (-5 marks an unannotated frame)"),
+    ("annot/c.txt", "valence,arousal\n0.1,-inf\n",
+     "2: column arousal holds -inf, not a finite number (-5 marks an unannotated frame)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, text, message", NOT_FINITE_OR_OUT_OF_RANGE)
+def test_non_finite_and_out_of_range_values_name_path_and_line(tmp_path, name, text, message):
+    """dimtables, multirater and affwild refuse inf, nan (where it is not a missing rating), values outside
+    [-1, 1] and conflicting repeats with the exact `path:line: what` line, as the generic labels.csv does."""
+    bad = _write(tmp_path / name, text)
+    if name.startswith("arousal/"):
+        _write(tmp_path / "valence/c.csv", _csv_traces([0], [0.1]))
+    elif name == "arousal.csv":
+        _write(tmp_path / "valence.csv", "c.wav,0.1\nc2.wav,0.1\n")
+    with pytest.raises(LabelError) as e:
+        load_labels(tmp_path, ["c", "c2"])
+    assert str(e.value) == f"{bad}:{message}"
+
+
+def test_repeated_identical_lines_are_kept_once_and_missing_ratings_stay_missing(tmp_path):
+    """A dimension table line repeated with the same value (after clip-id normalisation) is kept once, as in the
+    generic table; in rater files `nan` / `NaN` / empty are missing ratings, not errors; -1 and 1 are allowed."""
+    _write(tmp_path / "d/arousal.csv", "c.wav,0.5\nc,0.5\n")
+    _write(tmp_path / "d/valence.csv", "c.wav,-1\nc.wav,-1.0\n")
+    rows = load_labels(tmp_path, ["c"], path=tmp_path / "d").rows
+    assert rows[["clip", "valence", "arousal"]].values.tolist() == [["c", -1.0, 0.5]]
+    _write(tmp_path / "r/arousal/c.csv", "time;FM1;FM2\n0.00;1;NaN\n0.04;nan;-1\n0.08;;0.5\n")
+    _write(tmp_path / "r/valence/c.csv", "time;FM1\n0.00;0.1\n0.04;0.2\n0.08;0.3\n")
+    rows = load_labels(tmp_path, ["c"], path=tmp_path / "r").for_clip("c")
+    np.testing.assert_allclose(rows["arousal"], [1.0, -1.0, 0.5])
 
 
 def test_bad_emotion_map_names_path_and_line(tmp_path):
@@ -340,9 +390,9 @@ def test_extract_multirater_ewe_with_delay(tmp_path):
         write_media(corpus / f"recordings/{name}.wav", audio=tone(300, 1.0)[None])
     t = np.round(np.arange(0, 1.5001, 0.04), 2)
     for name in ("train_1", "train_2", "dev_9"):  # dev_9 has no recording: a note
-        # EWE: t and t + 0.2 each correlate 1 with the others' mean, -t/2 correlates -1: gold = t + 0.1
-        _write(corpus / f"ratings/arousal/{name}.csv", _csv_traces(t, t, t + 0.2, -t / 2))
-        _write(corpus / f"ratings/valence/{name}.csv", _csv_traces(t, -t, -t))
+        # EWE: t/2 and t/2 + 0.1 each correlate 1 with the others' mean, -t/4 correlates -1: gold = t/2 + 0.05
+        _write(corpus / f"ratings/arousal/{name}.csv", _csv_traces(t, t / 2, t / 2 + 0.1, -t / 4))
+        _write(corpus / f"ratings/valence/{name}.csv", _csv_traces(t, -t / 2, -t / 2))
     out = tmp_path / "features"
     r = _extract(corpus, "--out", out, "--gold", "ewe", "--annotation-delay", "0.2")
     assert r.exit_code == 0, r.output
@@ -350,11 +400,11 @@ def test_extract_multirater_ewe_with_delay(tmp_path):
     clip = read_clip(out / "shards/recordings/train_1.h5", frames=False)
     rows = np.arange(25) / 25
     assert clip.label_mask.all()
-    np.testing.assert_allclose(clip.arousal, rows + 0.2 + 0.1, atol=1e-5)  # gold(t + 0.2) = t + 0.2 + 0.1
-    np.testing.assert_allclose(clip.valence, -(rows + 0.2), atol=1e-5)
+    np.testing.assert_allclose(clip.arousal, (rows + 0.2) / 2 + 0.05, atol=1e-5)  # gold(t + 0.2) = (t + 0.2)/2 + 0.05
+    np.testing.assert_allclose(clip.valence, -(rows + 0.2) / 2, atol=1e-5)
     record = json.loads((out / "extract_config.json").read_text())
     assert record["label_source"]["layout"] == "multirater" and record["label_source"]["gold"] == "ewe"
-    assert pd.read_csv(record["labels"])["time"].min() == pytest.approx(-0.2)
+    assert pd.read_csv(out / record["labels"])["time"].min() == pytest.approx(-0.2)
     # the same labels again: nothing to do; another gold standard: the shards are redone
     assert (
         "0 extracted, 2 up to date"

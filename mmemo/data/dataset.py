@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from mmemo import atomic
 from mmemo.data import schema as S
-from mmemo.data.features_dir import ClipRef
+from mmemo.data.features_dir import ClipRef, check_relative
 from mmemo.data.shards import read_frames
 
 
@@ -92,7 +92,7 @@ def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path) -> np
     The bytes are those ``pool_frames`` gives. Returns None (the caller pools as it reads) when the cache
     cannot be written, e.g. a read-only features directory; that is said once per process.
     """
-    path = cache_dir / f"frames-{size}" / f"{ref.clip_id}.npy"
+    path = cache_dir / f"frames-{size}" / f"{check_relative(ref.clip_id, str(ref.path))}.npy"
     try:
         if path.exists() and path.stat().st_mtime_ns >= Path(ref.path).stat().st_mtime_ns:
             return np.load(path, mmap_mode="r")

@@ -45,6 +45,28 @@ def shard_relpath(clip_id: str) -> str:
     return f"{SHARD_DIR}/{clip_id}{SHARD_SUFFIX}"
 
 
+def check_relative(rel: str, where: str) -> str:
+    """``rel`` if it is a relative path that stays where it is joined: no absolute path, no ``..``, no empty part.
+
+    Clip ids, shard paths and label paths come from files a user or an adversary may have written (a manifest,
+    a label table, an HDF5 attribute): joined unchecked, ``../../x`` or ``/tmp/x`` would read or write outside the
+    features directory.
+    """
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith(("/", "\\")) or Path(rel).is_absolute() or any(p in ("", ".", "..") for p in parts):
+        raise MmemoError(f"{where}: {rel!r} is not a plain relative path (absolute, empty or with '..')")
+    return rel
+
+
+def inside(root: Path, rel: str, where: str) -> Path:
+    """``root / rel``, refused with a one-line error unless it resolves to a path inside ``root``."""
+    path = root / check_relative(rel, where)
+    real_root = root.resolve()
+    if real_root not in path.resolve().parents:
+        raise MmemoError(f"{where}: {rel!r} leads outside {root}")
+    return path
+
+
 # ------------------------------------------------------------------------------------------------- the listing
 @dataclass
 class ClipRecord:
@@ -100,22 +122,75 @@ class Manifest:
     def failed(self) -> pd.DataFrame:
         return self.table[self.table["status"] == "failed"]
 
+    def shard_path(self, row) -> Path:
+        """The shard of a manifest row, checked to lie inside FEATURES_DIR/shards."""
+        return inside(self.root / SHARD_DIR, _under_shards(row.shard, self.root / MANIFEST), str(self.root / MANIFEST))
+
     @property
     def extract_cfg(self) -> ExtractConfig:
+        path = self.root / RECORD
         if self.record is None:
-            raise MmemoError(f"{self.root}: no {RECORD}; run `mmemo extract` again")
-        return ExtractConfig.from_dict(self.record["config"])
+            raise MmemoError(f"{path}: missing; run `mmemo extract` again")
+        try:
+            return ExtractConfig.from_dict(self.record["config"])
+        except MmemoError as e:
+            raise MmemoError(f"{path}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MmemoError(f"{path}: not an extraction record of mmemo ({type(e).__name__}: {e})") from None
+
+    @property
+    def labels_path(self) -> Path | None:
+        """FEATURES_DIR/labels.csv when the extraction had labels. The record names it relative to the directory
+        (older versions wrote an absolute path: the table is always the directory's own labels.csv, which is what
+        is read, so a moved features directory keeps its labels)."""
+        if self.record is None or not self.record.get("labels"):
+            return None
+        path = self.root / LABELS_FILE
+        if not path.exists():
+            raise MmemoError(f"{path}: missing, though {self.root / RECORD} says the corpus is labelled; "
+                             "run `mmemo extract` again")  # fmt: skip
+        return path
+
+
+def _under_shards(shard: str, where: Path) -> str:
+    prefix = SHARD_DIR + "/"
+    if not isinstance(shard, str) or not shard.startswith(prefix) or not shard.endswith(SHARD_SUFFIX):
+        raise MmemoError(f"{where}: shard {shard!r} is not {prefix}<clip id>{SHARD_SUFFIX}")
+    return shard[len(prefix) :]
 
 
 def read_manifest(features_dir: str | os.PathLike) -> Manifest:
-    """The listing of ``features_dir``; a one-line MmemoError when it is not a features directory."""
+    """The listing of ``features_dir``, checked; a one-line MmemoError when it is not a readable one."""
     root = Path(features_dir)
     path = root / MANIFEST
     if not path.exists():
         raise MmemoError(f"{root}: no {MANIFEST} here; is this a directory written by `mmemo extract`?")
+    try:
+        table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise MmemoError(f"{path}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+    if missing:
+        raise MmemoError(f"{path}: not a manifest of `mmemo extract` (no column {', '.join(missing)})")
+    for line, row in zip(range(2, len(table) + 2), table.itertuples(), strict=True):
+        where = f"{path}:{line}"
+        check_relative(row.clip, where)
+        if row.status != "failed":
+            check_relative(_under_shards(row.shard, where), where)
+            if not row.frames.isdigit():
+                raise MmemoError(f"{where}: frames {row.frames!r} is not a whole number")
+    for col in ("frames", "bytes", "duration"):  # numbers where there are numbers: "" stays for failed rows
+        table[col] = pd.to_numeric(table[col].replace("", "0"), errors="coerce").fillna(0)
     record_path = root / RECORD
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
-    return Manifest(root, pd.read_csv(path, keep_default_na=False), record)
+    record = None
+    if record_path.exists():
+        try:
+            record = json.loads(record_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MmemoError(f"{record_path}: not valid JSON ({e})") from None
+        if not isinstance(record, dict):
+            raise MmemoError(f"{record_path}: not an extraction record of mmemo (a JSON object is expected)")
+    return Manifest(root, table, record)
 
 
 # ------------------------------------------------------------------------------------------ the labelled corpus
@@ -144,21 +219,24 @@ class LabelledCorpus:
         return self.root / CACHE_DIR
 
 
-def load_corpus(features_dir: str | os.PathLike) -> LabelledCorpus:
-    """The labelled clips of an extraction and its feature configuration."""
+def load_corpus(features_dir: str | os.PathLike, *, min_clips: int = 2) -> LabelledCorpus:
+    """The labelled clips of an extraction and its feature configuration.
+
+    ``min_clips``: training needs two (one to learn from, one to validate on); scoring a run needs one.
+    """
     manifest = read_manifest(features_dir)
     root, cfg = manifest.root, manifest.extract_cfg
     ok = manifest.extracted[manifest.extracted["labels"] != ""]
-    if len(ok) < 2:
-        raise MmemoError(f"{root}: {len(ok)} labelled clip(s); training needs at least 2 (see labels.csv)")
-    clips = [ClipRef(r.clip, str(root / r.shard), int(r.frames)) for r in ok.itertuples()]
-    labels = manifest.record.get("labels")
+    if len(ok) < min_clips:
+        need = "training needs at least 2" if min_clips == 2 else f"at least {min_clips} needed"
+        raise MmemoError(f"{root}: {len(ok)} labelled clip(s); {need} (see labels.csv)")
+    clips = [ClipRef(r.clip, str(manifest.shard_path(r)), int(r.frames)) for r in ok.itertuples()]
     return LabelledCorpus(
         root,
         clips,
         cfg,
         bool(ok["modalities"].str.contains("video").any()),
-        Path(labels) if labels else None,
+        manifest.labels_path,
         dict(zip(ok["clip"], ok["labels"], strict=True)),
     )
 
@@ -166,7 +244,7 @@ def load_corpus(features_dir: str | os.PathLike) -> LabelledCorpus:
 def label_columns(corpus: LabelledCorpus) -> list[str]:
     """The columns of the corpus's label table (none when it has no table)."""
     path = corpus.labels_path
-    return [] if path is None or not Path(path).exists() else list(pd.read_csv(path, nrows=0).columns)
+    return [] if path is None else list(pd.read_csv(path, nrows=0).columns)
 
 
 def clip_groups(corpus: LabelledCorpus, column: str | None, groups_file: Path | None = None) -> list[str]:
@@ -176,7 +254,7 @@ def clip_groups(corpus: LabelledCorpus, column: str | None, groups_file: Path | 
         return ids
     path = groups_file or corpus.labels_path
     if path is None or not Path(path).exists():
-        raise ConfigError(f"--group-by {column}: no label table to read it from")
+        raise ConfigError(f"--group-by {column}: no label table to read it from ({path or 'the corpus has none'})")
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     if column not in table.columns:
         raise ConfigError(f"{path}: no column {column!r} (columns: {', '.join(table.columns)})")

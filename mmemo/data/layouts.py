@@ -39,6 +39,7 @@ dimensions is an error, and a clip annotated in only one dimension stays unlabel
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -271,11 +272,15 @@ def read_dimtables(files: dict[str, Path], clip_ids: list[str]) -> LabelTable:
 
 
 def _read_dim_table(path: Path, dim: str) -> dict[str, float]:
+    """``{clip key: value}``; refused with ``path:line``: a value that is not a number, not finite (``nan``,
+    ``inf``) or outside [-1, 1], and one clip listed twice with different values (naming both lines; a line
+    repeated with the same value is kept once)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise LabelError(f"{path}: cannot read ({e})") from None
     values: dict[str, float] = {}
+    first: dict[str, int] = {}  # clip key -> the line that labelled it
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -288,11 +293,27 @@ def _read_dim_table(path: Path, dim: str) -> dict[str, float]:
             if n == 1 and cells[1].lower() in (dim, "value"):  # a header after all
                 continue
             raise LabelError(f"{path}:{n}: value {cells[1]!r} is not a number") from None
+        if not math.isfinite(value):
+            hint = " (leave the line out to leave the clip unlabelled)" if math.isnan(value) else ""
+            raise LabelError(f"{path}:{n}: value {_show(value)} is not a finite number{hint}")
+        if not -1 <= value <= 1:
+            raise LabelError(f"{path}:{n}: {dim} {_show(value)} is outside [-1, 1]")
         key = normalise_clip_id(cells[0])
         if key in values:
-            raise LabelError(f"{path}:{n}: {cells[0]!r} is listed twice")
-        values[key] = value
+            if values[key] == value:
+                continue
+            raise LabelError(
+                f"{path}:{n}: clip {key!r} is labelled twice, differently from line {first[key]} "
+                f"({dim} {_show(values[key])} there, {_show(value)} here)"
+            )
+        values[key], first[key] = value, n
     return values
+
+
+def _show(value: float) -> str:
+    """A number as an error shows it, as short as it round-trips (2, 1.5, -inf, nan), as ``read_labels`` does."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 # ---------------------------------------------------------------------------------------------------- multirater
@@ -372,7 +393,8 @@ def read_affwild(files: list[Path], clip_ids: list[str]) -> LabelTable:
 
 
 def _read_affwild_file(path: Path) -> np.ndarray:
-    """(n_frames, 2) valence, arousal; NaN where the file says -5 (unannotated)."""
+    """(n_frames, 2) valence, arousal; NaN where the file says -5 (unannotated). Refused with ``path:line``: a
+    line that is not two numbers, a ``nan`` or infinite value, a value outside [-1, 1] other than -5."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -389,8 +411,12 @@ def _read_affwild_file(path: Path) -> np.ndarray:
         if v is None:
             raise LabelError(f"{path}:{n}: expected valence,arousal (two numbers); found {line.strip()!r}")
         for name, x in (("valence", v), ("arousal", a)):
+            if not math.isfinite(x):
+                raise LabelError(
+                    f"{path}:{n}: column {name} holds {_show(x)}, not a finite number (-5 marks an unannotated frame)"
+                )
             if x != AFFWILD_UNANNOTATED and not -1 <= x <= 1:
-                raise LabelError(f"{path}:{n}: {name} {x:g} is outside [-1, 1] (and not -5, unannotated)")
+                raise LabelError(f"{path}:{n}: {name} {_show(x)} is outside [-1, 1] (and not -5, unannotated)")
         out[n - 2] = (v, a)
     out[out == AFFWILD_UNANNOTATED] = np.nan
     return out

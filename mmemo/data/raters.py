@@ -11,7 +11,11 @@ One file per clip and dimension, under directories named by dimension (``arousal
   ``'train_1',0.04,0.1,...``. Keywords are case-insensitive, names may be quoted, ``%`` starts a comment line,
   ``?`` is a missing value. An ARFF file whose ``Instance_name`` holds several names is split by name.
 
-Empty cells, ``nan`` and ``?`` are missing ratings. The gold standard of each time step is
+Empty cells, ``nan`` and ``?`` are missing ratings. A rating is in [-1, 1], the scale RECOLA's ANNEMO ratings
+and the AVEC challenges' (RECOLA, SEWA) share: an infinite rating or one outside [-1, 1] is refused with
+``path:line`` (ratings on another scale must be rescaled first), as is an infinite time.
+
+The gold standard of each time step is
 
 - ``mean``: the mean of the raters present at that time (gaps in one rater's trace leave the others);
 - ``ewe``: the evaluator-weighted estimator (Grimm & Kroschel, 2005): rater k is weighted by the Pearson
@@ -26,6 +30,7 @@ Empty cells, ``nan`` and ``?`` are missing ratings. The gold standard of each ti
 from __future__ import annotations
 
 import csv
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -148,12 +153,30 @@ def _is_number(s: str) -> bool:
 
 
 def _number(path: Path, n: int, name: str, cell: str) -> float:
+    """A cell's number; NaN for a missing one (``_MISSING``, or any spelling of NaN); LabelError for text or +-inf."""
     if cell.strip().lower() in _MISSING:
         return np.nan
     try:
-        return float(cell)
+        x = float(cell)
     except ValueError:
         raise LabelError(f"{path}:{n}: column {name} holds {cell!r}, not a number") from None
+    if math.isinf(x):
+        raise LabelError(f"{path}:{n}: column {name} holds {_show(x)}, not a finite number")
+    return x
+
+
+def _rating(path: Path, n: int, name: str, cell: str) -> float:
+    """A rater's cell: ``_number``, and in [-1, 1]."""
+    x = _number(path, n, name, cell)
+    if abs(x) > 1:  # False for NaN (missing)
+        raise LabelError(f"{path}:{n}: {name} rating {_show(x)} is outside [-1, 1]")
+    return x
+
+
+def _show(value: float) -> str:
+    """A number as an error shows it, as short as it round-trips (2, 1.5, -inf), as ``read_labels`` does."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _traces(path: Path, names: list[str], types: list[str], rows: list[tuple[int, list[str]]]) -> list[RaterTrace]:
@@ -180,7 +203,7 @@ def _traces(path: Path, names: list[str], types: list[str], rows: list[tuple[int
         if key in last and t <= last[key][1]:
             raise LabelError(f"{path}:{n}: time {t:g} does not come after {last[key][1]:g} (line {last[key][0]})")
         last[key] = (n, t)
-        groups.setdefault(key, []).append((t, [_number(path, n, names[i], cells[i]) for i in raters]))
+        groups.setdefault(key, []).append((t, [_rating(path, n, names[i], cells[i]) for i in raters]))
     if not groups:
         raise LabelError(f"{path}: no data rows")
     return [

@@ -2,8 +2,9 @@
 
 Time origin: t = 0 is the start of the video stream (of the audio stream for audio-only clips). Audio that
 starts later than the video is preceded by silence and those rows are marked absent in ``audio_mask``; audio
-before the origin is dropped. A clip lasts until the later of its streams ends; rows past the end of the video
-repeat its last frame with ``video_mask`` False.
+before the origin is dropped. The picture is the clip's timeline: a clip with video ends when its last frame
+leaves the screen (audio past that point is dropped, with a warning beyond a second); without video, the audio's
+end is the clip's end.
 
 One sequential demux pass reads both streams of a container; containers are always closed. Frames are handed to
 a callback in chunks as they are made, so memory does not grow with clip length.

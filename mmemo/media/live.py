@@ -10,7 +10,8 @@ What the consumer gets, through a queue, as soon as it exists:
 - ``("video", rows (n, S, S, 3) uint8, mask (n,) bool, wall time)``: the next grid rows. Row ``t`` is known when
   the *next* source frame arrives (until then the frame on screen at ``t / fps`` could still be replaced), so rows
   arrive one source-frame interval after their frame.
-- ``("audio", samples (n,) float32, wall time)``: consecutive mono samples from the origin on.
+- ``("audio", samples (n,) float32, wall time, span, gaps)``: consecutive mono samples from the origin on, with
+  the audio track's decoded ``span`` and filled ``gaps`` (sample ranges) as of these samples.
 - ``("end", n_rows, wall time)`` once the source ends (``n_rows`` as ``decode_media`` would count them), or
   ``("error", message, wall time)``.
 
@@ -113,7 +114,10 @@ class LiveDecoder(threading.Thread):
         self._put(("video", rows, np.asarray(g.mask[g.t - n : g.t], bool), time.monotonic()))
 
     def _put_audio(self, x: np.ndarray) -> None:
-        self._put(("audio", x, time.monotonic()))
+        # The track's span and holes travel with the samples: the consumer must not read this thread's objects.
+        a = self.audio
+        span, gaps = (a.span, tuple(a.gaps)) if a is not None else ((0, 0), ())
+        self._put(("audio", x, time.monotonic(), span, gaps))
 
     def _pace(self, packet, clock: list) -> None:
         """Sleep until the wall clock reaches the packet's timestamp (measured from the first packet)."""

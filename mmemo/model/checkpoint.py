@@ -14,6 +14,8 @@ it and nothing in it can execute code. Keys (``CHECKPOINT_VERSION`` 1):
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 
 import torch
 
@@ -23,6 +25,9 @@ from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
 
 CHECKPOINT_VERSION = 1
+# What serving (predict, evaluate, export, stream) reads; resuming a run needs the training state as well.
+SERVING_KEYS = ("model", "model_config", "extract_config", "feature_names", "feature_mean", "feature_std")
+TRAINING_KEYS = ("optimizer", "scheduler", "epoch", "step", "best", "bad_epochs", "rng", "train_config")
 
 
 def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
@@ -31,16 +36,42 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> None:
         torch.save(ckpt, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict:
-    """A checkpoint as data: refuses anything that would need code to load (``weights_only=True``)."""
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False, keys: tuple[str, ...] = SERVING_KEYS) -> dict:
+    """A checkpoint as data, with at least ``keys``: refuses anything that would need code to load
+    (``weights_only=True``), and says in one line what is wrong with a file that is not a whole mmemo checkpoint."""
+    bad = f"{path}: not a loadable mmemo checkpoint"
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not one of ours
+        raise MmemoError(f"{bad} (not a PyTorch checkpoint file: damaged, cut short or something else)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # pickle.UnpicklingError for code, RuntimeError for a damaged file
-        raise MmemoError(f"{path}: not a loadable mmemo checkpoint ({str(e).splitlines()[0]})") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise MmemoError(f"{bad} (it holds objects other than tensors and plain data: refused, a checkpoint is "
+                         "data, never code)") from None  # fmt: skip
+    except Exception as e:  # a damaged archive, a truncated tensor
+        raise MmemoError(f"{bad} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise MmemoError(f"{bad} (a {type(ckpt).__name__}, not a checkpoint dict)")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise MmemoError(f"{bad} (no {', '.join(missing)}: not written by `mmemo train`?)")
+    version = ckpt.get("version", CHECKPOINT_VERSION)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise MmemoError(f"{bad} (format version {version!r}; this mmemo reads up to {CHECKPOINT_VERSION}: upgrade)")
+    return ckpt
 
 
-def build_model(ckpt: dict) -> MultiModalTransformer:
+def build_model(ckpt: dict, path: str | os.PathLike = "checkpoint") -> MultiModalTransformer:
     """The model of a checkpoint, rebuilt from its ``model_config`` and loaded with its weights (on the CPU)."""
-    model = MultiModalTransformer(ModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = MultiModalTransformer(ModelConfig.from_dict(dict(ckpt["model_config"])))
+    except (MmemoError, TypeError, ValueError) as e:
+        raise MmemoError(f"{path}: model_config does not describe a model ({e})") from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else type(e).__name__)
+        raise MmemoError(
+            f"{path}: the weights do not fit the model its model_config describes ({detail[:200]})"
+        ) from None
     return model

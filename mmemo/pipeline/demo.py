@@ -165,6 +165,7 @@ def predict_unseen(out: str | os.PathLike, seconds: float = 12.0) -> dict:
     return {
         "clip": clip,
         "frames": len(pred.table),
+        "seconds": len(pred.table) / pred.fps,
         "csv": out / "unseen.csv",
         "png": out / "unseen.png",
         **{f"{d}_ccc": ccc(pred.table[d].to_numpy()[m], getattr(truth, d)[m]) for d in DIMENSIONS},

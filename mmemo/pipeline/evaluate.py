@@ -5,11 +5,14 @@ so a clip's predictions here are the very numbers ``predict`` gives for its medi
 what a user gets. Only labelled rows are scored.
 
 Metrics per dimension (see ``mmemo.pipeline.metrics``): CCC pooled over all labelled frames of all clips, the
-mean of per-clip CCCs (clips whose labels are constant are left out of that mean: CCC needs variance), PCC, RMSE
-and MAE (pooled). Outputs, in ``--out``: ``metrics.json`` (everything, with the run, the features directory and
-the clip count), ``clips.csv`` (one row per clip: frames, labelled frames, per-dimension CCC / PCC / RMSE / MAE,
-mean prediction and mean label), ``scatter.png`` (predicted against true, a sample of frames) and
-``traces.png`` (the best and the worst clips by mean CCC over the two dimensions).
+mean of per-clip CCCs (clips whose labels are constant, ``metrics.is_constant``, are left out of that mean and
+have no CCC in ``clips.csv``: CCC needs variance), PCC, RMSE and MAE (pooled). One labelled clip is enough (the
+two-clip minimum is a training rule).
+
+Outputs, in ``--out``: ``metrics.json`` (everything, with the run, the features directory and the clip count),
+``clips.csv`` (one row per clip: frames, labelled frames, per-dimension CCC / PCC / RMSE / MAE, mean prediction
+and mean label), ``scatter.png`` (predicted against true, a sample of frames) and ``traces.png`` (the best and the
+worst clips by mean CCC over the two dimensions).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from mmemo.data.features_dir import load_corpus
 from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import read_clip
 from mmemo.errors import MmemoError
-from mmemo.pipeline.metrics import ccc, evaluate, mae, pcc, rmse
+from mmemo.pipeline.metrics import clip_ccc, evaluate, mae, pcc, rmse
 from mmemo.pipeline.plots import pyplot
 from mmemo.pipeline.predict import Run, infer, prepare_inputs
 
@@ -84,7 +87,8 @@ def check_compatible(run: Run, cfg: ExtractConfig, where: str) -> None:
 def predict_shard(run: Run, shard: str | os.PathLike) -> ClipPrediction:
     """The run's predictions (T, 2) for one extracted clip, with its labels."""
     clip = read_clip(shard, frames=run.model_cfg.video)
-    y = infer(run, *prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask))
+    inputs = prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask, str(shard))
+    y = infer(run, *inputs)
     if clip.label_mask is None:
         return ClipPrediction(clip.clip_id, y, np.full_like(y, np.nan), np.zeros(len(y), bool))
     return ClipPrediction(clip.clip_id, y, np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool))
@@ -95,8 +99,8 @@ def _mask(m: np.ndarray | None, clip) -> np.ndarray:
 
 
 def evaluate_features(run: Run, features_dir: str | os.PathLike, log=lambda s: None) -> Evaluation:
-    """Score ``run`` on every labelled, extracted clip of ``features_dir``."""
-    corpus = load_corpus(features_dir)
+    """Score ``run`` on every labelled, extracted clip of ``features_dir`` (one is enough)."""
+    corpus = load_corpus(features_dir, min_clips=1)
     check_compatible(run, corpus.extract_cfg, str(features_dir))
     results = []
     for i, ref in enumerate(corpus.clips, 1):
@@ -116,7 +120,7 @@ def _clip_table(results: list[ClipPrediction]) -> pd.DataFrame:
         for k, d in enumerate(DIMENSIONS):
             p, t = r.pred[r.mask, k], r.truth[r.mask, k]
             row |= {
-                f"{d}_ccc": ccc(p, t) if t.size > 1 and np.std(t) > 0 else np.nan,
+                f"{d}_ccc": clip_ccc(p, t),  # NaN for a constant truth, as in the per-clip mean
                 f"{d}_pcc": pcc(p, t),
                 f"{d}_rmse": rmse(p, t) if t.size else np.nan,
                 f"{d}_mae": mae(p, t) if t.size else np.nan,

@@ -41,7 +41,6 @@ from mmemo import __version__, atomic
 from mmemo.config import EXPORT_FORMATS
 from mmemo.errors import MmemoError
 from mmemo.features.registry import feature_dims
-from mmemo.model.checkpoint import load_checkpoint
 from mmemo.model.multimodal import MultiModalTransformer
 from mmemo.pipeline.predict import load_run
 
@@ -330,9 +329,8 @@ def export_run(
     if not run_dir.is_dir():
         raise MmemoError(f"{run_dir}: no such run directory (make one with `mmemo train`)")
     run = load_run(run_dir, checkpoint)
-    ckpt = load_checkpoint(run.path, mmap=True)  # for the provenance only
-    best = ckpt.get("best")
-    provenance = {"file": run.path.name, "epoch": ckpt.get("epoch"),
+    best = run.best
+    provenance = {"file": run.path.name, "epoch": run.epoch,
                   "run_best_val_mean_ccc": float(best) if best is not None and np.isfinite(best) else None}  # fmt: skip
     out = Path(out_path) if out_path is not None else default_out_path(run_dir, fmt, checkpoint)
     out.parent.mkdir(parents=True, exist_ok=True)

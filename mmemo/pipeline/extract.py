@@ -495,7 +495,7 @@ def _write_outputs(
         "corpus": str(corpus),
         # The resolved gold standard in the generic layout, with its group columns (speaker, ...): what
         # `mmemo train --group-by` reads, whatever layout the corpus came in.
-        "labels": str(out / LABELS_FILE) if table else None,
+        "labels": LABELS_FILE if table else None,  # relative: the directory can move
         "label_source": _label_source(table, label_options),
         "versions": package_versions(),
     }

@@ -24,6 +24,7 @@ from mmemo.data.dataset import pool_frames
 from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
 from mmemo.features.clip import ClipArrays, featurise_in_memory
+from mmemo.media.files import discover
 from mmemo.model.checkpoint import build_model, load_checkpoint
 from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
@@ -42,6 +43,8 @@ class Run:
     std: np.ndarray  # (D,)
     device: torch.device
     path: Path
+    epoch: int | None = None  # the epoch the checkpoint was saved at
+    best: float | None = None  # the run's best validation score then
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Run:
@@ -51,11 +54,19 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Run:
         raise MmemoError(f"{path}: no such checkpoint; is {run_dir} a run directory of `mmemo train`?")
     ckpt = load_checkpoint(path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(ckpt).to(device).eval()
-    return Run(
-        model, model.cfg, ExtractConfig.from_dict(ckpt["extract_config"]), list(ckpt["feature_names"]),
-        ckpt["feature_mean"].numpy(), ckpt["feature_std"].numpy(), device, path,
-    )  # fmt: skip
+    model = build_model(ckpt, path).to(device).eval()
+    try:
+        extract_cfg = ExtractConfig.from_dict(dict(ckpt["extract_config"]))
+        names = [str(n) for n in ckpt["feature_names"]]
+        mean, std = ckpt["feature_mean"].numpy(), ckpt["feature_std"].numpy()
+    except (MmemoError, TypeError, ValueError, AttributeError) as e:
+        raise MmemoError(f"{path}: malformed feature configuration ({e})") from None
+    dim = model.cfg.audio_dim
+    if dim and not (mean.shape == std.shape == (dim,)):
+        raise MmemoError(f"{path}: feature statistics of shape {mean.shape} for a model reading {dim} audio columns")
+    best = ckpt.get("best")
+    return Run(model, model.cfg, extract_cfg, names, mean, std, device, path, ckpt.get("epoch"),
+               float(best) if best is not None else None)  # fmt: skip
 
 
 def window_starts(T: int, L: int) -> list[int]:
@@ -104,10 +115,10 @@ def infer(
     return (acc / wsum[:, None]).astype(np.float32)
 
 
-def model_inputs(run: Run, arrays: ClipArrays) -> tuple:
+def model_inputs(run: Run, arrays: ClipArrays, where: str = "input") -> tuple:
     """(audio (T, D) standardised or None, frames (T, s, s, 3) uint8 or None, audio_mask, video_mask)."""
     media = arrays.media
-    return prepare_inputs(run, arrays.features, arrays.frames, media.audio_mask, media.video_mask)
+    return prepare_inputs(run, arrays.features, arrays.frames, media.audio_mask, media.video_mask, where)
 
 
 def prepare_inputs(
@@ -116,6 +127,7 @@ def prepare_inputs(
     frames: np.ndarray | None,
     audio_mask: np.ndarray,
     video_mask: np.ndarray | None,
+    where: str = "input",
 ) -> tuple:
     """The model's inputs from a clip's arrays, wherever they come from (a decoded file, a shard, a live window).
 
@@ -126,7 +138,12 @@ def prepare_inputs(
     Returns:
         (audio (T, D) standardised float32 or None, frames (T, s, s, 3) uint8 pooled to the model's video size or
         None, audio_mask (T,), video_mask (T,) all False when the model gets no frames).
+
+    Raises:
+        MmemoError: naming ``where`` when the clip has none of the modalities the model reads (its prediction
+            would be the model's bias alone, the same for any clip).
     """
+    check_modalities(run, bool(features), frames is not None, where)
     audio = None
     if features and run.model_cfg.audio_dim > 0:
         x = np.concatenate([features[k] for k in run.feature_names], axis=1)
@@ -138,17 +155,57 @@ def prepare_inputs(
     return audio, pooled, audio_mask, video_mask if pooled is not None else np.zeros(T, bool)
 
 
+def check_modalities(run: Run, has_audio: bool, has_video: bool, where: str) -> None:
+    """A one-line MmemoError when a clip with ``has_audio`` / ``has_video`` offers nothing the model reads."""
+    reads = [m for m, used in (("audio", run.model_cfg.audio_dim > 0), ("video", run.model_cfg.video)) if used]
+    has = [m for m, present in (("audio", has_audio), ("video", has_video)) if present]
+    if not set(reads) & set(has):
+        raise MmemoError(
+            f"{where}: has {' and '.join(has) or 'no audio or video'}, but the model of {run.path} reads "
+            f"{' and '.join(reads)} only; nothing to predict from"
+        )
+
+
+def output_names(paths: list[Path]) -> list[tuple[Path, Path | None, str]]:
+    """(media file, separate audio file or None, output name) for each clip of ``paths``: files, and directories
+    searched for clips as `mmemo extract` does.
+
+    A name is the clip's path without its suffix, relative to the deepest directory holding every input (a single
+    file: its stem; a directory: its clip ids), so clips from different directories never share an output file.
+    Two clips that still would (``a.wav`` and ``a.mp4`` given side by side) are refused in one line.
+    """
+    found: list[tuple[Path, Path | None, Path]] = []  # (file, audio, base directory)
+    for p in paths:
+        if p.is_dir():
+            found += [(c.path, c.audio_path, p.absolute()) for c in discover(p).clips]
+        else:
+            found.append((p, None, p.absolute().parent))
+    found = list(dict.fromkeys(found))  # the same file given twice is one clip
+    if not found:
+        return []
+    root = Path(os.path.commonpath([str(base) for _, _, base in found]))
+    out, seen = [], {}
+    for path, audio, _ in found:
+        name = path.absolute().with_suffix("").relative_to(root).as_posix()
+        if name in seen:
+            raise MmemoError(f"{seen[name]} and {path} would both be written as {name}; predict them separately")
+        seen[name] = path
+        out.append((path, audio, name))
+    return out
+
+
 @dataclass
 class Prediction:
     clip: str
     table: pd.DataFrame  # time, valence, arousal (one row per frame)
+    fps: int = 25
 
     def summary(self) -> dict:
         t = self.table
         return {
             "clip": self.clip,
             "frames": len(t),
-            "duration_s": round(len(t) / 25, 3),
+            "duration_s": round(len(t) / self.fps, 3),
             **{f"{d}_{k}": round(float(getattr(t[d], k)()), 4) for d in DIMENSIONS for k in ("mean", "std")},
         }
 
@@ -156,12 +213,12 @@ class Prediction:
 def predict_clip(run: Run, path: str | os.PathLike, audio_path: str | os.PathLike | None = None) -> Prediction:
     """Decode and featurise ``path`` as extraction does, then predict every frame."""
     arrays = featurise_in_memory(path, run.extract_cfg, audio_path=audio_path)
-    y = infer(run, *model_inputs(run, arrays))
+    y = infer(run, *model_inputs(run, arrays, str(path)))
     T = len(y)
     table = pd.DataFrame(
         {"time": np.round(np.arange(T) / run.extract_cfg.fps, 3), "valence": y[:, 0], "arousal": y[:, 1]}
     )
-    return Prediction(str(path), table)
+    return Prediction(str(path), table, run.extract_cfg.fps)
 
 
 def format_prediction(pred: Prediction, fmt: str) -> str:

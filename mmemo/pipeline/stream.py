@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import queue
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ from mmemo.features.audio import AudioFeatureStream, compute_features, context_f
 from mmemo.features.registry import FEATURES
 from mmemo.media.grid import audio_row_mask
 from mmemo.media.live import LiveDecoder
-from mmemo.pipeline.predict import Run, infer, prepare_inputs
+from mmemo.pipeline.predict import Run, check_modalities, infer, prepare_inputs
 
 
 @dataclass
@@ -56,8 +57,10 @@ class StreamStats:
     predictions: int = 0
     dropped: int = 0
     rows: int = 0
-    latencies: list[float] = field(default_factory=list)  # per prediction: newest row -> prediction
-    row_latencies: list[float] = field(default_factory=list)  # per row: its arrival -> the first prediction on it
+    # The most recent ones only: a live stream runs for days. Per prediction, newest row -> prediction (a day at
+    # 2 hops a second), and per row, its arrival -> the first prediction on it (an hour at 25 rows a second).
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=172_800))
+    row_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=90_000))
     decoder_lag_s: float = 0.0
     wall_s: float = 0.0
 
@@ -112,6 +115,7 @@ class StreamPredictor:
 
     def __init__(self, run: Run, decoder: LiveDecoder, *, hop_s: float = 0.5, context_s: float = 10.0) -> None:
         cfg = run.extract_cfg
+        check_modalities(run, decoder.has_audio, decoder.has_video, decoder.source)
         self.run, self.dec, self.fps = run, decoder, cfg.fps
         # Hop k ends at row ceil(k * hop_s * fps): the prediction "at" k * hop_s covers all media up to then, and
         # hops of a fractional number of rows (0.5 s = 12.5 rows) alternate (13, 12, ...) to keep that pace.
@@ -131,6 +135,9 @@ class StreamPredictor:
         self.n_rows: int | None = None  # known at the end of the source
         self.done = 0  # rows covered by predictions so far
         self.row_latencies = np.zeros(0)
+        # The audio track's decoded span and holes, as the decoder thread sent them with its latest samples.
+        self.audio_span: tuple[int, int] | None = None
+        self.audio_gaps: tuple[tuple[int, int], ...] = ()
 
     def _on_features(self, name: str, first_row: int, rows: np.ndarray) -> None:
         if name in self.feats:
@@ -146,7 +153,7 @@ class StreamPredictor:
                 self.vmask.append(mask)
             self.v_arrival.append(np.full(len(rows), wall))
         elif kind == "audio":
-            _, x, wall = item
+            _, x, wall, self.audio_span, self.audio_gaps = item
             if self.use_audio:
                 self.features.push(x)
             self.n_samples += x.size
@@ -207,10 +214,9 @@ class StreamPredictor:
 
     def _audio_mask(self, w0: int, w1: int) -> np.ndarray:
         """Rows whose window centre is decoded audio (not the silence before a late start or in a hole)."""
-        a = self.dec.audio
-        if a is None:
+        if self.audio_span is None:
             return np.zeros(w1 - w0, bool)
-        return audio_row_mask(np.arange(w0, w1), self.run.extract_cfg.hop_length, a.span, list(a.gaps))
+        return audio_row_mask(np.arange(w0, w1), self.run.extract_cfg.hop_length, self.audio_span, self.audio_gaps)
 
     def predict(self, end: int, dropped: int) -> StreamPrediction:
         """The prediction for the hop ending at row ``end``, from the context window that ends there."""

@@ -20,22 +20,30 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from mmemo import __version__, atomic
-from mmemo.config import SMALL_CORPUS_S, TrainConfig
+from mmemo.config import RESUMABLE, SMALL_CORPUS_S, TrainConfig
+from mmemo.data import schema as S
 from mmemo.data.dataset import Augment, EpochSampler, ShardDataset, collate, feature_stats, to_device
 from mmemo.data.features_dir import ClipRef, load_corpus, media_seconds, split, val_fraction
 from mmemo.data.labels import DIMENSIONS
-from mmemo.errors import MmemoError
+from mmemo.errors import ConfigError, MmemoError
 from mmemo.features.registry import feature_dims
-from mmemo.model.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from mmemo.model.checkpoint import (
+    CHECKPOINT_VERSION,
+    SERVING_KEYS,
+    TRAINING_KEYS,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
 from mmemo.pipeline.metrics import ccc, evaluate
@@ -113,6 +121,59 @@ def _truncate_history(path: Path, epoch: int) -> None:
             h[h["epoch"] <= epoch].to_csv(path, index=False)
 
 
+def unscorable(val_clips: list[ClipRef], target: str) -> str | None:
+    """Why the validation mean CCC cannot be computed on ``val_clips`` (None when it can).
+
+    CCC needs variance: per clip (``target`` "clip") it needs two validation clips whose mean labels differ, per
+    frame two labelled rows that differ, in valence or in arousal.
+    """
+    rows, means = [], []
+    for c in val_clips:
+        with h5py.File(c.path, "r") as h5:
+            if S.LABELS not in h5:
+                continue
+            m = h5[S.LABEL_MASK][()]
+            y = np.stack([h5[S.VALENCE][()], h5[S.AROUSAL][()]], axis=1)[m].astype(np.float64)
+        if len(y):
+            rows.append(y)
+            means.append(y.mean(0))
+    if target == "clip":
+        if len(means) < 2:
+            return f"per-clip labels and {len(means)} labelled validation clip(s); CCC over clips needs 2"
+        y, what = np.stack(means), "the validation clips' labels are all equal"
+    else:
+        y, what = (np.concatenate(rows) if rows else np.zeros((0, 2))), "the validation labels are constant"
+    if len(y) < 2:
+        return f"{len(y)} labelled validation row(s)"
+    spread = np.ptp(y, axis=0)  # means of equal float32 labels differ by rounding only
+    if (spread <= 1e-6 * np.maximum(1.0, np.abs(y).max(0))).all():
+        return what
+    return None
+
+
+def _resumed_config(ckpt: dict, cfg: TrainConfig, given: Collection[str], model: dict, where: Path) -> TrainConfig:
+    """The run's own TrainConfig, with the resumable fields the user gave; a ConfigError for any other change."""
+    saved = TrainConfig.from_dict(ckpt["train_config"])
+    changes = {}
+    for name in given:
+        new, old = getattr(cfg, name), getattr(saved, name)
+        if name in RESUMABLE:
+            changes[name] = new
+        elif new != old:
+            raise ConfigError(
+                f"{where}: {name} {new!r} given, but the run was trained with {old!r}; it cannot change on "
+                f"resume (only {', '.join(RESUMABLE)} can): start a new run with --out"
+            )
+    saved_model = ckpt["model_config"]
+    for name, new in model.items():
+        if saved_model.get(name) != new:
+            raise ConfigError(
+                f"{where}: model {name} {new!r} given, but the run's model has {saved_model.get(name)!r}; "
+                "a resumed run keeps its model: start a new run with --out"
+            )
+    return dataclasses.replace(saved, **changes)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -138,9 +199,13 @@ class Trainer:
         progress: bool = True,
         clips: tuple[list[ClipRef], list[ClipRef]] | None = None,
         plots: bool = True,
+        given: Collection[str] = (),
     ) -> None:
         """``clips``: an explicit (train, validation) split (cross-validation) instead of ``split``'s;
-        ``plots``: draw learning_curves.png / val_traces.png after every epoch."""
+        ``plots``: draw learning_curves.png / val_traces.png after every epoch;
+        ``given``: with ``resume``, the fields of ``cfg`` the user set. Those of ``RESUMABLE`` (epochs, patience,
+        workers, frame cache) apply to the resumed run; any other that differs from the run's, and any model size
+        in ``model_overrides`` that differs, is refused (as nanoGPT's init_from="resume" keeps the run's)."""
         self.rank, self.world, local = _init_distributed()
         self.is_main = self.rank == 0
         self.run_dir, self.progress = Path(run_dir), progress and self.rank == 0
@@ -153,8 +218,8 @@ class Trainer:
             last = self.run_dir / "last.pt"
             if not last.exists():
                 raise MmemoError(f"{self.run_dir}: no last.pt to resume from")
-            ckpt = load_checkpoint(last)
-            cfg = TrainConfig.from_dict(ckpt["train_config"])
+            ckpt = load_checkpoint(last, keys=SERVING_KEYS + TRAINING_KEYS)
+            cfg = _resumed_config(ckpt, cfg, given, model_overrides or {}, last)
         seed_everything(cfg.seed)
         self.corpus = load_corpus(features_dir)
         self.train_clips, self.val_clips = clips if clips is not None else split(self.corpus, cfg)
@@ -169,6 +234,12 @@ class Trainer:
         self.plots = plots
         kinds = {self.corpus.label_kinds.get(c.clip_id) for c in self.train_clips}
         self.target = cfg.target if cfg.target != "auto" else ("clip" if kinds == {"clip"} else "frame")
+        # Early stopping and best.pt follow the validation mean CCC; where the validation labels cannot give one,
+        # the validation loss, so that a run always ends with a usable best.pt.
+        reason = unscorable(self.val_clips, self.target)
+        self.score_by = "ccc" if reason is None else "loss"
+        if reason:
+            self.log(f"validation CCC is undefined ({reason}): epochs are compared by validation loss")
         ecfg = self.corpus.extract_cfg
         self.feature_names = list(ecfg.features)
         if ckpt is not None:
@@ -393,13 +464,16 @@ class Trainer:
             val_loss, metrics, preds = self.validate()
             self.epoch += 1
             key = "ccc_of_means" if self.target == "clip" else "ccc"
-            score = float(np.nanmean([metrics[f"valence_{key}"], metrics[f"arousal_{key}"]]))
-            improved = score > self.best  # CCC: higher is better
+            cccs = [v for v in (metrics[f"valence_{key}"], metrics[f"arousal_{key}"]) if np.isfinite(v)]
+            mean_ccc = float(np.mean(cccs)) if cccs else math.nan
+            score = mean_ccc if self.score_by == "ccc" else -val_loss  # higher is better
+            score = score if math.isfinite(score) else -math.inf
+            improved = score > self.best or not math.isfinite(self.best)  # the first epoch is the best so far
             if improved:
                 self.best, self.bad_epochs = score, 0
             else:
                 self.bad_epochs += 1
-            row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss, "mean_ccc": score,
+            row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss, "mean_ccc": mean_ccc,
                    **metrics, "lr": self.sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}  # fmt: skip
             ckpt = self.checkpoint() if self.is_main else None
             if self.is_main:
@@ -414,8 +488,15 @@ class Trainer:
             first = False
             self._barrier()
         if self.bad_epochs >= self.cfg.patience:
-            self.log(f"early stop: no better validation mean CCC for {self.cfg.patience} epochs (best {self.best:.3f})")
+            what = "mean CCC" if self.score_by == "ccc" else "loss"
+            self.log(f"early stop: no better validation {what} for {self.cfg.patience} epochs ({self.best_text()})")
         return pd.read_csv(history_path) if history_path.exists() else pd.DataFrame()
+
+    def best_text(self) -> str:
+        """The best validation score so far, in words."""
+        if self.score_by == "loss":
+            return f"best validation loss {-self.best:.4f}"
+        return f"best validation mean CCC {self.best:.3f}"
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -443,7 +524,7 @@ class Trainer:
 
         learning_curves(history, self.run_dir / "learning_curves.png")
         names = [c.clip_id for c in self.val_clips]
-        traces(preds, names, self.run_dir / "val_traces.png")
+        traces(preds, names, self.run_dir / "val_traces.png", fps=self.corpus.extract_cfg.fps)
 
 
 def format_row(row: dict, header: bool, best: bool) -> str:
