@@ -278,3 +278,18 @@ def test_a_malformed_features_directory_is_one_line(features, tmp_path, damage, 
         commands += [["inspect", str(out)], ["validate", str(out)]]
     for args in commands:
         _one_line_error(runner.invoke(main, args), said)
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_a_missing_or_damaged_shard_is_one_line(features, tmp_path, damage):
+    out = _copy(features, tmp_path / "f")
+    shard = out / "shards/speaker1/clip01.h5"
+    if damage == "missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(b"not an HDF5 file at all" * 100)
+    said = "missing" if damage == "missing" else "not a readable HDF5 shard"
+    run = _untrained_run(tmp_path / "run")
+    for args in (["train", str(out), "--out", str(tmp_path / "r"), *FAST], ["evaluate", str(out), "--run", str(run)],
+                 ["inspect", str(out)]):  # fmt: skip
+        _one_line_error(CliRunner().invoke(main, args), str(shard), said)

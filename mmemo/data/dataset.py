@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from mmemo import atomic
 from mmemo.data import schema as S
 from mmemo.data.features_dir import ClipRef, check_relative
-from mmemo.data.shards import read_frames
+from mmemo.data.shards import open_shard, read_frames
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def feature_stats(clips: list[ClipRef], names: list[str]) -> tuple[np.ndarray, n
     total = sq = None
     n = 0
     for c in clips:
-        with h5py.File(c.path, "r") as h5:
+        with open_shard(c.path) as h5:
             if S.AUDIO not in h5:
                 continue
             m = h5[S.AUDIO_MASK][()]
@@ -156,7 +156,7 @@ class ShardDataset(Dataset):
             self._files, self._pid = {}, os.getpid()
         f = self._files.get(path)
         if f is None:
-            f = self._files[path] = h5py.File(path, "r")
+            f = self._files[path] = open_shard(path)
         return f
 
     def __getstate__(self) -> dict:

@@ -231,6 +231,10 @@ def load_corpus(features_dir: str | os.PathLike, *, min_clips: int = 2) -> Label
         need = "training needs at least 2" if min_clips == 2 else f"at least {min_clips} needed"
         raise MmemoError(f"{root}: {len(ok)} labelled clip(s); {need} (see labels.csv)")
     clips = [ClipRef(r.clip, str(manifest.shard_path(r)), int(r.frames)) for r in ok.itertuples()]
+    missing = [c.path for c in clips if not Path(c.path).is_file()]
+    if missing:
+        raise MmemoError(f"{missing[0]}: listed in {root / MANIFEST} but missing ({len(missing)} shard(s)); "
+                         "run `mmemo extract` again")  # fmt: skip
     return LabelledCorpus(
         root,
         clips,

@@ -187,6 +187,8 @@ def _attr(v):
 def open_shard(path: str | os.PathLike) -> h5py.File:
     """Open a shard read-only, refusing one written under another schema version with one clear line."""
     path = Path(path)
+    if not path.is_file():
+        raise SchemaError(f"{path}: shard missing; run `mmemo extract` again")
     try:
         h5 = h5py.File(path, "r")
     except OSError as e:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mmemo.data import schema as S
 from mmemo.data.features_dir import MANIFEST, SHARD_DIR, read_manifest
+from mmemo.data.shards import open_shard
 from mmemo.features.registry import feature_dims
 
 
@@ -56,9 +57,9 @@ def inventory(features_dir: str | os.PathLike) -> Inventory:
     root, df, good = manifest.root, manifest.table, manifest.extracted
     mods = good["modalities"].value_counts().to_dict()
     by_mod = {"video": 0, "audio": 0, "other": 0}
-    for shard in good["shard"]:
-        path = root / shard
-        with h5py.File(path, "r") as h5:
+    for row in good.itertuples():
+        path = manifest.shard_path(row)
+        with open_shard(path) as h5:
             v, a = _storage(h5, S.VIDEO), _storage(h5, S.AUDIO)
         by_mod["video"] += v
         by_mod["audio"] += a

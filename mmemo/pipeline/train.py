@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -35,6 +34,7 @@ from mmemo.data import schema as S
 from mmemo.data.dataset import Augment, EpochSampler, ShardDataset, collate, feature_stats, to_device
 from mmemo.data.features_dir import ClipRef, load_corpus, media_seconds, split, val_fraction
 from mmemo.data.labels import DIMENSIONS
+from mmemo.data.shards import open_shard
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.features.registry import feature_dims
 from mmemo.model.checkpoint import (
@@ -129,7 +129,7 @@ def unscorable(val_clips: list[ClipRef], target: str) -> str | None:
     """
     rows, means = [], []
     for c in val_clips:
-        with h5py.File(c.path, "r") as h5:
+        with open_shard(c.path) as h5:
             if S.LABELS not in h5:
                 continue
             m = h5[S.LABEL_MASK][()]
