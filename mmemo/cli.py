@@ -176,6 +176,12 @@ def main() -> None:
     show_default=True,
     help="A live bar (terminals) or a plain line every 10 s (logs); auto picks by whether stderr is a terminal.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="A truncated file (it holds less than it declares) fails instead of being extracted as far as it decodes "
+    "with a warning.",
+)
 @_quiet("No progress or notes; errors and the summary only.")
 def extract(
     corpus_dir: Path,
@@ -195,12 +201,14 @@ def extract(
     backend: str,
     scheduler: str | None,
     progress: str,
+    strict: bool,
     quiet: bool,
 ) -> None:
     """Decode every clip of CORPUS_DIR into HDF5 shards of frames and audio features.
 
     Interrupted (even by kill -9)? Run the same command again: finished clips are kept, half-written ones are
-    redone. Exit code 1 when any clip failed (the others are extracted; see FEATURES_DIR/errors.csv).
+    redone. Exit code 1 when any clip failed (the others are extracted; see FEATURES_DIR/errors.csv). A truncated
+    file is extracted as far as it decodes, with a warning (exit 0); --strict makes it a failure.
     """
     from mmemo.pipeline.extract import extract_corpus
 
@@ -226,6 +234,7 @@ def extract(
         backend=backend,
         scheduler=scheduler,
         progress="quiet" if quiet else progress,
+        strict=strict,
         log=(lambda s: None) if quiet else _err,
     )
     _print_summary(summary)
@@ -239,9 +248,11 @@ def _err(msg: str) -> None:
 
 def _print_summary(summary) -> None:
     done, kept, failed = summary.count("ok"), summary.count("up-to-date"), len(summary.failed)
+    warned = sum(bool(r.issues) for r in summary.results if r.status != "failed")
     minutes = summary.media_seconds / 60
+    with_warnings = f", {warned} with warnings (see errors.csv)" if warned else ""
     click.echo(
-        f"{done} extracted, {kept} up to date, {failed} failed; {minutes:.2f} media minutes in "
+        f"{done} extracted, {kept} up to date, {failed} failed{with_warnings}; {minutes:.2f} media minutes in "
         f"{summary.wall_s:.1f} s -> {summary.out_dir}"
     )
     if done == 0 and failed == 0:
@@ -436,6 +447,8 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
             click.echo(f"error: {e}", err=True)
             failed += 1
             continue
+        for w in pred.warnings:
+            click.echo(f"warning: {w}", err=True)
         text = format_prediction(pred, fmt)
         if out is None:
             click.echo(text, nl=False)

@@ -126,6 +126,7 @@ def test_changes_re_extract_what_they_affect(corpus, tmp_path):
     assert read_clip(out / "shards/spk1/av.h5", frames=False).features["mfcc"].shape == (50, 13)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_identical_arrays(corpus, extracted, tmp_path):
     """--jobs 2 (loky worker processes) writes the same arrays as --jobs 1."""
     out1, _ = extracted
@@ -141,14 +142,15 @@ def test_parallel_jobs_give_identical_arrays(corpus, extracted, tmp_path):
 
 
 def test_broken_files_fail_cleanly_and_the_rest_extracts(corpus, tmp_path):
-    """Empty, garbage, truncated and text-as-wav files: one error line each, exit 1, good clips done."""
+    """Empty, garbage, text-as-wav and truncated-before-its-index files: one error line each, exit 1, good clips
+    done (a truncated file that decodes in part is kept with a warning: tests/test_truncated.py)."""
     c = tmp_path / "c"
     shutil.copytree(corpus, c)
     (c / "bad").mkdir()
     (c / "bad/empty.mp4").write_bytes(b"")
     (c / "bad/garbage.mkv").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     (c / "bad/text.wav").write_text("this is not audio\n")
-    whole = (c / "spk1/av.mp4").read_bytes()
+    whole = (c / "spk1/av.mp4").read_bytes()  # its index (moov) is at the end: the cut copy has nothing decodable
     (c / "bad/truncated.mp4").write_bytes(whole[: len(whole) // 3])
     out = tmp_path / "f"
     result = _extract([c, "--out", out, "--jobs", "2"])
@@ -162,7 +164,10 @@ def test_broken_files_fail_cleanly_and_the_rest_extracts(corpus, tmp_path):
     m = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("clip")
     assert (m.loc[[i for i in m.index if i.startswith("bad/")], "status"] == "failed").all()
     assert (m.loc[[i for i in m.index if not i.startswith("bad/")], "status"] == "ok").all()
-    assert sorted(pd.read_csv(out / "errors.csv")["clip"]) == ["bad/empty", "bad/garbage", "bad/text", "bad/truncated"]
+    errors = pd.read_csv(out / "errors.csv")
+    assert sorted(errors["clip"]) == ["bad/empty", "bad/garbage", "bad/text", "bad/truncated"]
+    assert (errors["level"] == "error").all() and list(errors.columns) == ["clip", "source", "error", "level"]
+    assert "warning: " not in result.stderr
     assert not (out / "shards/bad").exists() or not list((out / "shards/bad").iterdir())
     assert "4 extracted, 0 up to date, 4 failed" in result.output
 

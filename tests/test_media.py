@@ -372,21 +372,14 @@ BAD_INPUTS = [
     pytest.param(lambda d: _write(d / "garbage.mp4", np.random.default_rng(3).bytes(5000)), id="garbage-mp4"),
     pytest.param(lambda d: _write(d / "notes.wav", b"these are meeting notes, not audio\n" * 40), id="text-as-wav"),
     pytest.param(lambda d: d / "does_not_exist.mp4", id="missing"),
+    # index (moov) at the end, cut off: nothing decodable
     pytest.param(lambda d: _truncate(_clip(d, ".mp4"), d / "truncated.mp4"), id="truncated-mp4"),
-    pytest.param(lambda d: _truncate(_clip(d, ".mkv"), d / "truncated.mkv"), id="truncated-mkv"),
-    pytest.param(
-        lambda d: _truncate(_faststart(d), d / "truncated_fs.mp4"), id="truncated-faststart-mp4", marks=needs_ffmpeg
-    ),
-    pytest.param(
-        lambda d: _truncate(write_media(d / "full.wav", audio=tone(440, 3.0)[None]), d / "truncated.wav"),
-        id="truncated-wav",
-    ),
 ]
 
 
 @pytest.mark.parametrize("make", BAD_INPUTS)
 def test_bad_input_raises_one_line_media_error(tmp_path, make):
-    """Empty, garbage, mislabelled, missing or truncated files raise MediaError: one line, the path, a reason."""
+    """Empty, garbage, mislabelled, missing or undecodable files raise MediaError: one line, the path, a reason."""
     path = make(tmp_path)
     with pytest.raises(MediaError) as info:
         decode_media(path, size=32)
@@ -395,6 +388,35 @@ def test_bad_input_raises_one_line_media_error(tmp_path, make):
     assert str(path) in message
     reason = message.split(str(path), 1)[1].strip(" :")
     assert len(reason) >= 5, message
+
+
+TRUNCATED = [
+    pytest.param(lambda d: _truncate(_clip(d, ".mkv"), d / "truncated.mkv"), "container", id="truncated-mkv"),
+    pytest.param(
+        lambda d: _truncate(_faststart(d), d / "truncated_fs.mp4"),
+        "container",
+        id="truncated-faststart-mp4",
+        marks=needs_ffmpeg,
+    ),
+    pytest.param(
+        lambda d: _truncate(write_media(d / "full.wav", audio=tone(440, 3.0)[None]), d / "truncated.wav"),
+        "header",
+        id="truncated-wav",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "declared_by"), TRUNCATED)
+def test_truncated_input_keeps_what_decodes(tmp_path, make, declared_by):
+    """30 % of a 3 s file that declares 3 s: what decodes is kept, with one truncation warning (more in
+    tests/test_truncated.py); the clip is as long as what decoded."""
+    path = make(tmp_path)
+    dec = decode_media(path, size=32)
+    [t] = dec.truncations
+    assert dec.warnings == [t.message] and "\n" not in t.message
+    assert t.message.startswith(f"{path}: truncated: decoded ") and f"the {declared_by} declares" in t.message
+    assert t.declared_s == pytest.approx(3.0, abs=0.1) and 0 < t.decoded_s < 1.5
+    assert dec.n_frames == n_rows(dec.duration) and dec.duration == pytest.approx(t.decoded_s, abs=0.05)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Layout (one writer, ``write_manifest``, and one reader, ``read_manifest``, for i
 
     FEATURES_DIR/
       shards/<clip id>.h5     one HDF5 file per extracted clip (layout: mmemo.data.schema)
-      manifest.csv            one row per clip of the corpus (MANIFEST_COLUMNS): status, shard, frames, ...
-      errors.csv              clip, source, error for every clip that failed
+      manifest.csv            one row per clip of the corpus (MANIFEST_COLUMNS): status, shard, frames, ..., notes
+      errors.csv              clip, source, error, level: every clip that failed (level "error") and every clip
+                              kept with a warning about its source, e.g. a truncated file (level "warning")
       extract_config.json     the ExtractConfig, the label source, the versions: what made the directory
       labels.csv              the resolved gold standard in the generic layout (when the corpus has labels)
       cache/frames-N/<clip>.npy   frames pooled to the model's size, built by the first training run that reads them
@@ -37,7 +38,12 @@ ERRORS = "errors.csv"
 RECORD = "extract_config.json"
 LOCK_FILE = ".extract.lock"
 CACHE_DIR = "cache"
-MANIFEST_COLUMNS = ["clip", "shard", "status", "frames", "duration", "modalities", "labels", "bytes", "source", "error"]
+MANIFEST_COLUMNS = [
+    "clip", "shard", "status", "frames", "duration", "modalities", "labels", "bytes", "source", "error", "notes",
+]  # fmt: skip
+# Columns added after the first release, at the end: a manifest written before them is read with them empty.
+OPTIONAL_MANIFEST_COLUMNS = ("notes",)
+ERROR_COLUMNS = ["clip", "source", "error", "level"]  # level: "error" (the clip failed) or "warning" (kept)
 
 
 def shard_relpath(clip_id: str) -> str:
@@ -82,7 +88,11 @@ class ClipRecord:
     labels: str = ""  # "clip", "continuous", "frames" or ""
     bytes: int = 0
     error: str = ""
+    notes: str = ""  # what is wrong with the source of a clip kept anyway ("truncated: 1.84 s missing"), or ""
     warnings: list[str] = field(default_factory=list)  # printed, not listed
+    # The warnings about the source that are listed (errors.csv, level "warning") and that `--strict` turns into
+    # this clip's failure (a truncated file); each is among ``warnings`` too.
+    issues: list[str] = field(default_factory=list)
 
 
 def write_manifest(out: Path, records: list[ClipRecord], record: dict, labels: pd.DataFrame | None) -> None:
@@ -91,10 +101,15 @@ def write_manifest(out: Path, records: list[ClipRecord], record: dict, labels: p
     ``record`` is what extract_config.json holds: ``config`` (an ExtractConfig as a dict), ``labels`` (the path of
     labels.csv or None), the label source and the versions.
     """
-    rows = [{k: v for k, v in asdict(r).items() if k != "warnings"} for r in records]
+    rows = [{k: v for k, v in asdict(r).items() if k in MANIFEST_COLUMNS} for r in records]
     _write_csv(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), out / MANIFEST)
-    errors = [{"clip": r.clip, "source": r.source, "error": r.error} for r in records if r.status == "failed"]
-    _write_csv(pd.DataFrame(errors, columns=["clip", "source", "error"]), out / ERRORS)
+    errors = []
+    for r in records:
+        if r.status == "failed":
+            errors.append({"clip": r.clip, "source": r.source, "error": r.error, "level": "error"})
+        elif r.issues:
+            errors.append({"clip": r.clip, "source": r.source, "error": "; ".join(r.issues), "level": "warning"})
+    _write_csv(pd.DataFrame(errors, columns=ERROR_COLUMNS), out / ERRORS)
     if labels is not None:
         _write_csv(labels, out / LABELS_FILE)
     atomic.write_json(out / RECORD, record)
@@ -169,9 +184,12 @@ def read_manifest(features_dir: str | os.PathLike) -> Manifest:
         table = pd.read_csv(path, keep_default_na=False, dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise MmemoError(f"{path}: not a readable CSV ({str(e).strip().splitlines()[0]})") from None
-    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns and c not in OPTIONAL_MANIFEST_COLUMNS]
     if missing:
         raise MmemoError(f"{path}: not a manifest of `mmemo extract` (no column {', '.join(missing)})")
+    for c in OPTIONAL_MANIFEST_COLUMNS:  # an older manifest: nothing was noted
+        if c not in table.columns:
+            table[c] = ""
     for line, row in zip(range(2, len(table) + 2), table.itertuples(), strict=True):
         where = f"{path}:{line}"
         check_relative(row.clip, where)

@@ -74,6 +74,11 @@ ROOT_ATTRS: dict[str, type] = {
     "key": str,  # what the shard was made from: resume compares it (see mmemo.pipeline.extract.clip_key)
 }
 
+# Root attributes only some shards have (absent means "nothing to say"; no schema version change).
+OPTIONAL_ROOT_ATTRS: dict[str, type] = {
+    "truncation": str,  # JSON list: the source file held less than it declared; what was kept (mmemo.media.decode)
+}
+
 META_ATTRS: dict[str, type] = {
     "feature_config": str,
     "config_hash": str,

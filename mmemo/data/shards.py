@@ -137,7 +137,7 @@ class ShardWriter:
 
     def set_attrs(self, root: dict, meta: dict) -> None:
         for k, v in root.items():
-            self.h5.attrs[k] = S.ROOT_ATTRS[k](v)
+            self.h5.attrs[k] = (S.ROOT_ATTRS.get(k) or S.OPTIONAL_ROOT_ATTRS[k])(v)
         g = self.h5.require_group(S.META)
         for k, v in meta.items():
             g.attrs[k] = S.META_ATTRS[k](v)

@@ -8,6 +8,10 @@ end is the clip's end.
 
 One sequential demux pass reads both streams of a container; containers are always closed. Frames are handed to
 a callback in chunks as they are made, so memory does not grow with clip length.
+
+A file that holds less than it declares (a download cut short) is not refused: what decodes is kept, the clip is as
+long as that, and ``DecodedMedia.truncations`` says how much is missing (one ``Truncation`` per file, its
+``message`` also among the warnings). A file with nothing decodable still raises ``MediaError``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,58 @@ from mmemo.media.grid import (
 
 # A decode that ends this much before the duration the container declares is reported as truncated.
 _TRUNCATION_TOLERANCE_S = 0.5
+# A file cut inside a packet that declares less than this beyond what decoded does not say how much it lost.
+_CUT_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """A file that ends before what it declares: ``decoded_s`` of the ``declared_s`` seconds are there.
+
+    ``declared_by``: "container" (the streams' durations) or "header" (a WAV file's RIFF header).
+    ``declared_s`` is None for a file that ends inside a packet without declaring more than that (an AVI without
+    its index). ``part``: "" for the clip's file, "audio stream" when only the audio of a video file is short,
+    "audio file" for the clip's separate audio file.
+    """
+
+    path: Path
+    decoded_s: float
+    declared_s: float | None
+    declared_by: str = "container"
+    part: str = ""
+
+    @property
+    def missing_s(self) -> float | None:
+        return None if self.declared_s is None else max(0.0, self.declared_s - self.decoded_s)
+
+    @property
+    def message(self) -> str:
+        """One line: ``<path>: truncated: decoded 4.44 s of the 6.28 s the container declares (1.84 s missing)``."""
+        what = "truncated audio stream" if self.part == "audio stream" else "truncated"
+        if self.declared_s is None:
+            tail = "(how much is missing is unknown)"
+            return f"{self.path}: {what}: the file ends inside a packet after {self.decoded_s:.2f} s {tail}"
+        return (
+            f"{self.path}: {what}: decoded {self.decoded_s:.2f} s of the {self.declared_s:.2f} s the "
+            f"{self.declared_by} declares ({self.missing_s:.2f} s missing)"
+        )
+
+    @property
+    def note(self) -> str:
+        """Short, without the path: ``truncated: 1.84 s missing`` (``truncated audio file: ...`` and so on)."""
+        what = f"truncated {self.part}" if self.part else "truncated"
+        return f"{what}: " + ("the end is missing" if self.missing_s is None else f"{self.missing_s:.2f} s missing")
+
+    def to_dict(self) -> dict:
+        """Everything but the path (which a reader joins again: a corpus may move)."""
+        return {"decoded_s": self.decoded_s, "declared_s": self.declared_s, "declared_by": self.declared_by,
+                "part": self.part}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, path: str | os.PathLike, d: dict) -> Truncation:
+        declared = d["declared_s"]
+        return cls(Path(path), float(d["decoded_s"]), None if declared is None else float(declared),
+                   str(d["declared_by"]), str(d["part"]))  # fmt: skip
 
 
 @dataclass
@@ -62,6 +118,8 @@ class DecodedMedia:
     native_channels: int = 0
     frames: np.ndarray | None = None  # (T, size, size, 3) uint8 when collected
     warnings: list[str] = field(default_factory=list)
+    # Files that end before what they declare (their messages are among ``warnings`` too); empty for whole files.
+    truncations: list[Truncation] = field(default_factory=list)
     # (T,) int64: index of the source frame shown in row t, counting every frame the decoder delivered from 0 in
     # presentation order; -1 where no source frame is on screen (before the first frame, past the last, no video).
     # Per-frame annotations (one line per native frame) are put on the grid with it.
@@ -83,25 +141,28 @@ def _open(path: Path) -> av.container.InputContainer:
         raise MediaError(f"{path}: not a readable media file ({ffmpeg_reason(e)})") from None
 
 
-def _check_wav_header(path: Path) -> None:
+def _wav_truncation(path: Path) -> Truncation | None:
     """A WAV file cut short still decodes (FFmpeg trusts the bytes it finds), so compare with its header.
 
-    The RIFF ``data`` chunk states its size; a file shorter than that lost its end. Sizes 0 and 0xFFFFFFFF
-    mean "unknown" (written while streaming) and are not checked.
+    The RIFF ``data`` chunk states its size; a file shorter than that lost its end (seconds from the byte rate of
+    the ``fmt`` chunk). Sizes 0 and 0xFFFFFFFF mean "unknown" (written while streaming) and are not checked.
     """
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return
-    pos = 12
+        return None
+    pos, byte_rate = 12, 0
     while pos + 8 <= len(head):
         chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"fmt " and pos + 20 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
         if chunk == b"data":
             have = path.stat().st_size - (pos + 8)
-            if 0 < size < 0xFFFFFFFF and have < size:
-                raise MediaError(f"{path}: truncated WAV file ({have} of the {size} data bytes its header declares)")
-            return
+            if 0 < size < 0xFFFFFFFF and have < size and byte_rate > 0:
+                return Truncation(path, max(0, have) / byte_rate, size / byte_rate, "header")
+            return None
         pos += 8 + size + (size & 1)
+    return None
 
 
 def _declared_duration(stream) -> float | None:
@@ -116,17 +177,37 @@ def _declared_duration(stream) -> float | None:
     return container_duration / av.time_base - float(stream_start(stream))
 
 
-def _demux(container, streams: list, handlers: dict, path: Path) -> None:
+def _demux(container, streams: list, handlers: dict, path: Path) -> bool:
+    """Decode ``streams`` in one pass; True when the file is cut inside a packet.
+
+    A file cut short ends with a partial packet, which the demuxer flags as corrupt and which reaches the end of
+    the file. Its decode error is not a failure (the truncation is reported instead, as the ffmpeg command line
+    goes on past it; a frame-threaded decoder drops it silently anyway); any other decode error is.
+    """
     at = 0.0  # media time reached, to say where a damaged file breaks
+    cut_inside = False
+    file_size = path.stat().st_size
     try:
         for packet in container.demux(streams):
             if packet.pts is not None and packet.time_base is not None:
                 at = max(at, float(packet.pts * packet.time_base))
             handler = handlers[packet.stream.index]
-            for frame in packet.decode():
-                handler(frame)
+            cut = (
+                packet.is_corrupt
+                and packet.pos is not None
+                and 0 <= packet.pos
+                and packet.pos + packet.size >= file_size
+            )
+            cut_inside |= cut
+            try:
+                for frame in packet.decode():
+                    handler(frame)
+            except av.FFmpegError:
+                if not cut:
+                    raise
     except av.FFmpegError as e:
         raise MediaError(f"{path}: decoding failed near {at:.2f} s ({ffmpeg_reason(e)})") from None
+    return cut_inside
 
 
 def decode_media(
@@ -167,9 +248,8 @@ def decode_media(
     audio_sink = on_audio if on_audio is not None else samples.append
     video = audio = None
     declared: dict[str, tuple[Path, float | None]] = {}
+    cuts: set[Path] = set()  # files that end inside a packet
     warnings: list[str] = []
-    if path.suffix.lower() == ".wav":
-        _check_wav_header(path)
     container = _open(path)
     try:
         vstream = best_stream(container, "video") if use_video else None
@@ -188,14 +268,13 @@ def decode_media(
             audio = AudioTrack(astream, origin, sample_rate, audio_sink)
             handlers[astream.index] = audio.push
             declared["audio"] = (path, _declared_duration(astream))
-        _demux(container, [s for s in (vstream, astream) if s is not None], handlers, path)
+        if _demux(container, [s for s in (vstream, astream) if s is not None], handlers, path):
+            cuts.add(path)
     finally:
         container.close()
 
     if audio_path is not None and use_audio:
         apath = Path(audio_path)
-        if apath.suffix.lower() == ".wav":
-            _check_wav_header(apath)
         acontainer = _open(apath)
         try:
             astream = best_stream(acontainer, "audio")
@@ -203,7 +282,8 @@ def decode_media(
                 raise MediaError(f"{apath}: no audio stream")
             audio = AudioTrack(astream, stream_start(astream), sample_rate, audio_sink)  # starts with its video
             declared["audio"] = (apath, _declared_duration(astream))
-            _demux(acontainer, [astream], {astream.index: audio.push}, apath)
+            if _demux(acontainer, [astream], {astream.index: audio.push}, apath):
+                cuts.add(apath)
         finally:
             acontainer.close()
 
@@ -217,7 +297,8 @@ def decode_media(
     video_end = float(video.end_position()) / fps if video is not None else 0.0
     first, end = audio.span if audio is not None else (0, 0)
     audio_end = end / sample_rate
-    _check_truncation(declared, {"video": video_end, "audio": (end - first) / sample_rate})
+    truncations = _truncations(declared, {"video": video_end, "audio": (end - first) / sample_rate}, cuts, path)
+    warnings.extend(t.message for t in truncations)
     # The picture is the clip's timeline: with video, the clip ends when the last frame leaves the screen and
     # audio past that point is dropped; without video, the audio's end is the clip's end.
     duration = video_end if video is not None else audio_end
@@ -256,6 +337,7 @@ def decode_media(
         source_time=source_time,
         duration=duration,
         warnings=warnings,
+        truncations=truncations,
         source_index=source_index,
     )
     if video is not None:
@@ -276,10 +358,40 @@ def _native_fps(video: VideoTrack) -> float:
     return video.n_decoded / span if span > 0 else 0.0
 
 
-def _check_truncation(declared: dict, decoded_span: dict) -> None:
-    for kind, (path, expected) in declared.items():
-        got = decoded_span[kind]
-        if expected and expected > 1.0 and got < expected - max(_TRUNCATION_TOLERANCE_S, 0.05 * expected):
-            raise MediaError(
-                f"{path}: truncated {kind} stream (decoded {got:.2f} s of the {expected:.2f} s it declares)"
-            )
+def _short(decoded: float, declared: float | None) -> bool:
+    return bool(declared) and declared > 1.0 and decoded < declared - max(_TRUNCATION_TOLERANCE_S, 0.05 * declared)
+
+
+def _truncations(declared: dict, decoded_span: dict, cuts: set[Path], main: Path) -> list[Truncation]:
+    """One Truncation for each file that holds less than it declares.
+
+    ``declared``: stream kind -> (its file, the duration the container declares); ``decoded_span``: kind -> the
+    seconds decoded. A WAV file is judged by its header (exact to the byte); other files by their streams'
+    declared durations (beyond a tolerance: containers round, and encoders pad), the video first since it is the
+    clip's timeline, and by a partial packet at their end (``cuts``: cut inside a packet, declared length or not).
+    """
+    found = []
+    for file in dict.fromkeys(f for f, _ in declared.values()):
+        kinds = [k for k in ("video", "audio") if k in declared and declared[k][0] == file]
+        part = "" if file == main else "audio file"
+        wav = _wav_truncation(file) if file.suffix.lower() == ".wav" else None
+        if wav is not None:
+            found.append(Truncation(wav.path, wav.decoded_s, wav.declared_s, wav.declared_by, part))
+            continue
+        short = [k for k in kinds if _short(decoded_span[k], declared[k][1])]
+        if short:
+            kind = short[0]
+            expected = declared[kind][1]
+        elif file in cuts:
+            # Cut inside a packet, yet within the tolerance of what the file declares, or beyond what it declares
+            # (an AVI without its index: FFmpeg then measures the streams by the packets that are there).
+            kind = kinds[0]
+            expected = declared[kind][1]
+            if not expected or expected < decoded_span[kind] + _CUT_MARGIN_S:
+                expected = None
+        else:
+            continue
+        if kind == "audio" and "video" in kinds:
+            part = "audio stream"
+        found.append(Truncation(file, decoded_span[kind], expected, "container", part))
+    return found

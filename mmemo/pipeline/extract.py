@@ -1,9 +1,15 @@
 """`mmemo extract`: corpus scan -> one job per clip (joblib) -> one shard per clip + manifest + errors.
 
-A clip that fails (corrupt, truncated, empty, not media) is reported in one line naming the file and the
+A clip that fails (corrupt, empty, not media, nothing decodable) is reported in one line naming the file and the
 reason, recorded in ``errors.csv`` and the manifest, and never written as a shard; the other clips go on.
 A clip whose shard already exists and was made from the same source file (size, mtime), the same feature
 configuration, the same labels and the same schema is not extracted again.
+
+A truncated file (it holds less than its container or header declares: a download cut short) is extracted as far
+as it decodes, with one warning line, a manifest note and an ``errors.csv`` row of level "warning"; ``strict``
+fails it instead. The shard records the truncation (root attribute ``truncation``), so a clip kept from an
+earlier run reports its warning again, and fails under ``strict``: strictness is not part of ``clip_key``, since
+it never changes a shard that is written.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from mmemo.data.shards import ShardWriter, read_attrs
 from mmemo.errors import MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
 from mmemo.features.registry import check_features
+from mmemo.media.decode import Truncation
 from mmemo.media.files import MEDIA_SUFFIXES, ClipSource, discover
 from mmemo.pipeline.progress import Progress
 from mmemo.provenance import package_versions
@@ -94,12 +101,13 @@ def extract_clip(
     key: str,
     threads: int = 0,
     parent: int | None = None,
+    strict: bool = False,
 ) -> ClipRecord:
     """Decode, featurise and write one clip (runs in a worker process). Never raises for bad media.
 
     ``parent``: the pid of the `mmemo extract` that holds the directory's lock. A worker process whose parent has
     died (killed, out of memory, a lost SSH session) stops at once instead of writing into a directory that a new
-    run may own by now.
+    run may own by now. ``strict``: a truncated source fails the clip (no shard is put in place).
     """
     if parent is not None and parent != os.getpid():
         _exit_with_parent(parent)
@@ -117,6 +125,8 @@ def extract_clip(
                 chunk_frames=S.FRAME_WRITE_ROWS,
                 threads=threads,
             )
+            if strict and dec.truncations:
+                raise MediaError("; ".join(t.message for t in dec.truncations))
             T = dec.n_frames
             w.write(S.TIMESTAMPS, np.arange(T) / cfg.fps, np.float64)
             if dec.has_video:
@@ -171,6 +181,9 @@ def extract_clip(
                     "versions": json.dumps(package_versions()),
                 },
             )
+            if dec.truncations:
+                # Optional, only on a truncated clip's shard: what `_up_to_date` reports again on a later run.
+                w.set_attrs({TRUNCATION_ATTR: _truncation_attr(dec.truncations, src)}, {})
             if parent is not None and not _alive(parent):
                 raise _Orphaned()  # never put a shard in place for a run that is gone
     except (MediaError, MmemoError) as e:
@@ -188,8 +201,44 @@ def extract_clip(
         modalities=",".join(dec.modalities),
         labels=label_kind,
         bytes=path.stat().st_size,
+        notes=_notes(dec.truncations),
         warnings=dec.warnings,
+        issues=[t.message for t in dec.truncations],
     )
+
+
+# Root attribute of a truncated clip's shard: JSON [{"file": "source" | "audio_source", **Truncation.to_dict()}].
+TRUNCATION_ATTR = "truncation"
+
+
+def _truncation_attr(truncations: list[Truncation], src: ClipSource) -> str:
+    return json.dumps(
+        [{"file": "source" if t.path == src.path else "audio_source", **t.to_dict()} for t in truncations]
+    )
+
+
+def _read_truncations(value, src: ClipSource) -> list[Truncation]:
+    """The truncations a shard records, with the clip's current paths (the corpus may have moved)."""
+    if value is None:
+        return []
+    try:
+        return [
+            Truncation.from_dict(src.audio_path if d["file"] == "audio_source" else src.path, d)
+            for d in json.loads(value)
+        ]
+    except (ValueError, TypeError, KeyError) as e:
+        raise SchemaError(f"attribute {TRUNCATION_ATTR} unreadable ({e})") from None
+
+
+def _notes(truncations: list[Truncation]) -> str:
+    return "; ".join(t.note for t in truncations)
+
+
+def _strict_failure(r: ClipRecord) -> ClipRecord:
+    """Under ``strict``: a clip kept with warnings about its source fails with them (its shard is then removed)."""
+    if not r.issues or r.status == "failed":
+        return r
+    return ClipRecord(r.clip, r.source, "failed", error="; ".join(r.issues))
 
 
 class _Orphaned(Exception):
@@ -238,6 +287,11 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
         return None
     if a.get("key") != key:
         return None
+    try:
+        truncations = _read_truncations(a.get(TRUNCATION_ATTR), src)
+    except SchemaError:
+        return None  # extracted again
+    issues = [t.message for t in truncations]
     return ClipRecord(
         src.clip_id,
         src.rel(corpus),
@@ -248,6 +302,9 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
         modalities=a["modalities"],
         labels=a["label_kind"],
         bytes=path.stat().st_size,
+        notes=_notes(truncations),
+        warnings=list(issues),
+        issues=issues,
     )
 
 
@@ -347,6 +404,7 @@ def extract_corpus(
     backend: str = "loky",
     scheduler: str | None = None,
     progress: str | bool = "auto",
+    strict: bool = False,
     log: Callable[[str], None] = print,
 ) -> ExtractSummary:
     """Extract every clip of ``corpus_dir`` into ``out_dir``; see the module docstring.
@@ -361,6 +419,8 @@ def extract_corpus(
         backend: "loky" (processes on this machine) or "dask" (the workers of the cluster at ``scheduler``, each
             writing its own shards into ``out_dir``, which must then be a directory they all see).
         progress: "auto", "bar", "lines" or "quiet" (True / False mean "auto" / "quiet").
+        strict: a clip whose source is truncated fails (no shard, an older one removed) instead of being kept
+            with a warning; this holds for clips kept from an earlier run too.
 
     Raises:
         MmemoError: only when nothing can be done (no corpus, no media, unreadable label table, locked output).
@@ -390,13 +450,13 @@ def extract_corpus(
         discarded = _discard_partials(out)
         if discarded:
             log(f"note: discarded {discarded} half-written shard(s) of an interrupted run")
-        results, tasks = [], []
+        results, tasks, kept = [], [], []
         for src in corpus.clips:
             rows = label_rows[src.clip_id]
             key = clip_key(src, cfg, rows)
             done = _up_to_date(src, corpus.root, out, key)
             if done is not None:
-                results.append(done)
+                kept.append(_strict_failure(done) if strict else done)
             else:
                 labels = (rows, table.kind, str(table.path)) if rows is not None else None
                 tasks.append((src, corpus.root, out, cfg, labels, key))
@@ -405,18 +465,24 @@ def extract_corpus(
         # FFmpeg's decoder threads share the cores with the other workers (0 = FFmpeg picks, one per core).
         local_pool = backend == "loky" and jobs > 1
         threads = 0 if not local_pool else max(1, (os.cpu_count() or 1) // jobs)
-        tasks = [(*t, threads, os.getpid() if local_pool else None) for t in tasks]
+        tasks = [(*t, threads, os.getpid() if local_pool else None, strict) for t in tasks]
 
         bar = Progress(len(tasks), {True: "auto", False: "quiet"}.get(progress, progress))
         pending = {t[0].clip_id: t for t in tasks}
 
-        def report(r: ClipRecord) -> None:
+        def say(r: ClipRecord) -> None:
             results.append(r)
             if r.status == "failed":
                 bar.write(f"error: {r.error}")
             for w in r.warnings:
                 bar.write(f"warning: {w}")
+
+        def report(r: ClipRecord) -> None:
+            say(r)
             bar.update(r.duration, r.status == "failed")
+
+        for r in kept:  # up to date: their warnings are said again (a truncated source is still truncated)
+            say(r)
 
         try:
             for r in _run_jobs(tasks, jobs, backend, scheduler):
@@ -424,9 +490,11 @@ def extract_corpus(
                 report(r)
         except BrokenExecutor as e:  # a worker process died (killed, out of memory): the pool is gone
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            for src, *_, key, _threads, _parent in pending.values():
+            for src, *_, key, _threads, _parent, _strict in pending.values():
                 # A clip whose worker finished its shard before the pool broke is done; the others failed.
                 done = _up_to_date(src, corpus.root, out, key)
+                if done is not None and strict:
+                    done = _strict_failure(done)
                 report(done or ClipRecord(src.clip_id, src.rel(corpus.root), "failed",
                                           error=f"{src.path}: a worker process died while extracting it ({reason}); "
                                           "run `mmemo extract` again"))  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +199,7 @@ class Prediction:
     clip: str
     table: pd.DataFrame  # time, valence, arousal (one row per frame)
     fps: int = 25
+    warnings: list[str] = field(default_factory=list)  # e.g. a file cut short: predicted on what decodes
 
     def summary(self) -> dict:
         t = self.table
@@ -218,7 +219,7 @@ def predict_clip(run: Run, path: str | os.PathLike, audio_path: str | os.PathLik
     table = pd.DataFrame(
         {"time": np.round(np.arange(T) / run.extract_cfg.fps, 3), "valence": y[:, 0], "arousal": y[:, 1]}
     )
-    return Prediction(str(path), table, run.extract_cfg.fps)
+    return Prediction(str(path), table, run.extract_cfg.fps, list(arrays.media.warnings))
 
 
 def format_prediction(pred: Prediction, fmt: str) -> str:
