@@ -1,4 +1,9 @@
-"""Shared test helpers: where the real recordings are, and whether the ffmpeg command line is at hand."""
+"""Shared test helpers: where the real recordings are, whether the ffmpeg command line is at hand, and the demo
+corpus, its extracted features and a small model trained on them, built once per session.
+
+The session fixtures are shared by every test that asks for them: a test that would change the features
+directory or the run (damage a shard, touch its mtime, re-extract) copies it to its own ``tmp_path`` first.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +26,44 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real recordings not found at {REALDATA}")
     return REALDATA
+
+
+# The demo corpus the training, prediction and cross-validation tests share: 4 speakers x 2 clips of 6 s, i.e.
+# 150 rows a clip (4 windows of 40 rows, a stream of 12 half-second hops) and 4 groups for grouped folds.
+DEMO_CLIPS, DEMO_SECONDS = 8, 6.0
+
+# A tiny model: enough to train end to end in seconds on the demo corpus.
+SMALL = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """The demo corpus (``corpus/``: speaker{k % 4}/clip{k:02d}.mp4 and labels.csv) and its features
+    (``features/``), extracted with the default configuration. Shared: never modify it in place."""
+    from mmemo.config import ExtractConfig
+    from mmemo.pipeline.demo import make_demo_corpus
+    from mmemo.pipeline.extract import extract_corpus
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_corpus(root / "corpus", n_clips=DEMO_CLIPS, seconds=DEMO_SECONDS)
+    extract_corpus(root / "corpus", root / "features", ExtractConfig(), jobs=1, progress=False, log=lambda s: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_features(demo) -> Path:
+    """The demo corpus's extracted features directory (shared: copy it before changing anything in it)."""
+    return demo / "features"
+
+
+@pytest.fixture(scope="session")
+def small_run(demo_features, tmp_path_factory) -> Path:
+    """The run directory of the SMALL model trained for 2 epochs with 40-row windows on the demo features."""
+    from mmemo.config import TrainConfig
+    from mmemo.pipeline.train import Trainer
+
+    run = tmp_path_factory.mktemp("small_run") / "run"
+    cfg = TrainConfig(epochs=2, batch_size=4, workers=0, max_seq_len=40)
+    with Trainer(demo_features, run, cfg, SMALL, log=lambda s: None, progress=False) as t:
+        t.fit()
+    return run

@@ -10,11 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from mmemo.cli import main
-from mmemo.config import ExtractConfig
 from mmemo.errors import ConfigError
 from mmemo.pipeline.crossval import grouped_folds, ridge_fit, score
-from mmemo.pipeline.demo import make_demo_corpus
-from mmemo.pipeline.extract import extract_corpus
 
 
 def test_folds_never_split_a_group_and_are_balanced():
@@ -68,24 +65,19 @@ def test_ridge_recovers_a_linear_map_and_its_loo_is_exact():
     assert alpha == 3.0
 
 
-@pytest.fixture(scope="module")
-def features(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cv")
-    make_demo_corpus(root / "corpus", n_clips=8, seconds=2.0)  # 4 speakers x 2 clips
-    extract_corpus(root / "corpus", root / "features", ExtractConfig(), progress=False, log=lambda s: None)
-    return root / "features"
-
-
 ARGS = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--hidden", "16", "--layers", "1", "--heads", "2",
         "--max-seq-len", "50", "-q"]  # fmt: skip
 
 
-def test_cross_validation_end_to_end_and_resume(features, tmp_path):
-    """2 folds x 2 seeds by speaker (the labels' speaker column is found by itself): every fold's run kept,
-    test folds hold whole speakers, the mean baseline at 0, results as JSON and Markdown; a second call reuses
-    every finished fold."""
+@pytest.mark.slow
+def test_cross_validation_end_to_end_and_resume(demo_features, tmp_path):
+    """The demo corpus (4 speakers x 2 clips), 2 folds x 2 seeds by speaker (the labels' speaker column is found
+    by itself): every fold's run kept, test folds hold whole speakers, the mean baseline at 0, results as JSON and
+    Markdown; a second call reuses every finished fold."""
     out = tmp_path / "cv"
-    r = CliRunner().invoke(main, ["train", str(features), "--out", str(out), "--folds", "2", "--seeds", "2", *ARGS])
+    r = CliRunner().invoke(
+        main, ["train", str(demo_features), "--out", str(out), "--folds", "2", "--seeds", "2", *ARGS]
+    )
     assert r.exit_code == 0, r.output
     assert "grouped by speaker (4 groups)" in r.output and "| mmemo transformer |" in r.output
     folds = pd.read_csv(out / "folds.csv")
@@ -101,11 +93,13 @@ def test_cross_validation_end_to_end_and_resume(features, tmp_path):
     assert doc["folds"] == 2 and doc["seeds"] == 2 and doc["group"] == "speaker" and doc["level"] == "frame"
     assert doc["models"]["mean"]["valence"]["ccc"] == {"mean": 0.0, "std": 0.0}
     assert (out / "results.md").read_text().count("|") > 20
-    r = CliRunner().invoke(main, ["train", str(features), "--out", str(out), "--folds", "2", "--seeds", "2", *ARGS])
+    r = CliRunner().invoke(
+        main, ["train", str(demo_features), "--out", str(out), "--folds", "2", "--seeds", "2", *ARGS]
+    )
     assert r.exit_code == 0 and r.output.count("done before") == 4
     assert pd.read_csv(out / "folds.csv").equals(folds)
 
 
-def test_too_many_folds_is_one_clear_line(features, tmp_path):
-    r = CliRunner().invoke(main, ["train", str(features), "--out", str(tmp_path / "x"), "--folds", "5", *ARGS])
+def test_too_many_folds_is_one_clear_line(demo_features, tmp_path):
+    r = CliRunner().invoke(main, ["train", str(demo_features), "--out", str(tmp_path / "x"), "--folds", "5", *ARGS])
     assert r.exit_code == 1 and "only 4 group(s)" in r.output

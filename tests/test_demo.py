@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from mmemo.cli import main
@@ -45,6 +46,7 @@ def test_demo_rerun_reuses_everything(tmp_path):
     assert result.exit_code == 0 and "0 extracted, 2 up to date" in result.output
 
 
+@pytest.mark.slow
 def test_the_full_demo_learns_both_modalities(tmp_path):
     """The README's demo: 12 clips, extract, train; held-out CCC well above chance on valence AND arousal.
 

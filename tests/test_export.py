@@ -105,6 +105,7 @@ STANDALONE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_torchscript_matches_pytorch_without_mmemo(runs, torchscript, tmp_path):
     """Each kind of model, exported to TorchScript, gives PyTorch's numbers in a process without mmemo, at two
     lengths and batch sizes, with padding and masked rows."""
@@ -126,6 +127,7 @@ def test_torchscript_matches_pytorch_without_mmemo(runs, torchscript, tmp_path):
         assert np.abs(got - want).max() < TOL, kind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_onnx_matches_pytorch(runs, kind, tmp_path):
     """ONNX (dynamic batch and time axes) in onnxruntime gives PyTorch's numbers at two lengths."""

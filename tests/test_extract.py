@@ -203,6 +203,7 @@ def test_inspect_and_features_commands(extracted):
     assert r.exit_code == 1 and "no manifest.csv here" in r.output
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(corpus, tmp_path):
     """The installed entry point (a real process) exits 1 with an error line when a clip fails."""
     c = tmp_path / "c"

@@ -442,6 +442,7 @@ def _declared_video(path):
         return float(start), float(vs.duration * vs.time_base), np.asarray(pts)
 
 
+@pytest.mark.slow
 @needs_realdata
 @pytest.mark.parametrize("path", REAL_VIDEOS, ids=lambda p: p.name)
 def test_real_videos_on_the_grid(path):
@@ -458,6 +459,7 @@ def test_real_videos_on_the_grid(path):
     np.testing.assert_allclose(dec.source_time, shown, atol=1e-6)
 
 
+@pytest.mark.slow
 @needs_realdata
 @needs_ffmpeg
 @pytest.mark.parametrize("path", REAL_VIDEOS, ids=lambda p: p.name)

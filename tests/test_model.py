@@ -116,6 +116,7 @@ def test_audio_only_model_has_no_video_branch():
     torch.testing.assert_close(model(audio, frames, pad), model(audio, None, pad))
 
 
+@pytest.mark.slow
 def test_learns_a_toy_problem():
     """Valence = mean brightness of the frame, arousal = first audio feature: the loss falls by more than 80 %."""
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmemo.cli import main
-from mmemo.config import ExtractConfig, TrainConfig
+from mmemo.config import ExtractConfig
 from mmemo.data.dataset import pool_frames
 from mmemo.data.shards import read_clip
 from mmemo.features.clip import ClipArrays
@@ -18,20 +18,6 @@ from mmemo.media.synth import tone, write_media
 from mmemo.pipeline.demo import make_demo_corpus
 from mmemo.pipeline.extract import extract_corpus
 from mmemo.pipeline.predict import infer, load_run, model_inputs, predict_clip, window_starts
-from mmemo.pipeline.train import Trainer
-
-SMALL = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained for 2 epochs with 40-row windows on 6 demo clips of 6 s (150 rows: 4+ windows)."""
-    root = tmp_path_factory.mktemp("predict")
-    make_demo_corpus(root / "corpus", n_clips=6, seconds=6.0)
-    extract_corpus(root / "corpus", root / "features", ExtractConfig(), jobs=1, progress=False, log=lambda s: None)
-    cfg = TrainConfig(epochs=2, batch_size=4, workers=0, max_seq_len=40)
-    Trainer(root / "features", root / "run", cfg, SMALL, log=lambda s: None, progress=False).fit()
-    return root
 
 
 def test_window_starts_cover_with_half_overlap():
@@ -40,11 +26,11 @@ def test_window_starts_cover_with_half_overlap():
     assert window_starts(30, 40) == [0]
 
 
-def test_predict_equals_the_shard_path(trained):
+def test_predict_equals_the_shard_path(demo, demo_features, small_run):
     """predict_clip on the media file == the model on the arrays read back from the clip's shard."""
-    run = load_run(trained / "run")
-    pred = predict_clip(run, trained / "corpus/speaker1/clip01.mp4")
-    clip = read_clip(trained / "features/shards/speaker1/clip01.h5")
+    run = load_run(small_run)
+    pred = predict_clip(run, demo / "corpus/speaker1/clip01.mp4")
+    clip = read_clip(demo_features / "shards/speaker1/clip01.h5")
     x = np.concatenate([clip.features[k] for k in run.feature_names], axis=1)
     audio = ((x - run.mean) / run.std).astype(np.float32)
     frames = pool_frames(clip.frames, run.model_cfg.video_size)
@@ -54,10 +40,10 @@ def test_predict_equals_the_shard_path(trained):
     np.testing.assert_allclose(pred.table["time"], np.arange(150) / 25)
 
 
-def test_stitching_has_no_jumps_at_window_borders(trained):
+def test_stitching_has_no_jumps_at_window_borders(demo, small_run):
     """Steps between consecutive rows at window borders are no larger than the model's own row-to-row steps."""
-    run = load_run(trained / "run")
-    y = predict_clip(run, trained / "corpus/speaker0/clip00.mp4").table[["valence", "arousal"]].to_numpy()
+    run = load_run(small_run)
+    y = predict_clip(run, demo / "corpus/speaker0/clip00.mp4").table[["valence", "arousal"]].to_numpy()
     steps = np.abs(np.diff(y, axis=0))  # step i is between rows i and i + 1
     borders = sorted({s - 1 for s in window_starts(len(y), 40)[1:]} | {s + 39 for s in window_starts(len(y), 40)})
     borders = [b for b in borders if 0 <= b < len(steps)]
@@ -65,9 +51,9 @@ def test_stitching_has_no_jumps_at_window_borders(trained):
     assert steps[borders].max() <= np.percentile(inside, 99) * 1.5
 
 
-def test_one_modality_clips(trained, tmp_path):
+def test_one_modality_clips(small_run, tmp_path):
     """An audio-only WAV and a silent video both get finite predictions on the 25 fps grid."""
-    run = load_run(trained / "run")
+    run = load_run(small_run)
     write_media(tmp_path / "voice.wav", audio=tone(220, 2.0)[None])
     rng = np.random.default_rng(0)
     write_media(tmp_path / "face.mp4", frames=rng.integers(0, 255, (30, 64, 64, 3), dtype=np.uint8), fps=25)
@@ -76,14 +62,14 @@ def test_one_modality_clips(trained, tmp_path):
         assert len(t) == rows and np.isfinite(t[["valence", "arousal"]].to_numpy()).all()
 
 
-def test_cli_writes_files_and_survives_a_broken_clip(trained, tmp_path):
+def test_cli_writes_files_and_survives_a_broken_clip(demo, small_run, tmp_path):
     """A directory with a broken file: the good clips are written, one error line, exit 1."""
     d = tmp_path / "clips"
     d.mkdir()
     for k in (0, 1):
-        (d / f"c{k}.mp4").write_bytes((trained / f"corpus/speaker{k}/clip0{k}.mp4").read_bytes())
+        (d / f"c{k}.mp4").write_bytes((demo / f"corpus/speaker{k}/clip0{k}.mp4").read_bytes())
     (d / "broken.mp4").write_bytes(b"\x00" * 64)
-    r = CliRunner().invoke(main, ["predict", str(d), "--run", str(trained / "run"), "--out", str(tmp_path / "o"),
+    r = CliRunner().invoke(main, ["predict", str(d), "--run", str(small_run), "--out", str(tmp_path / "o"),
                                   "--format", "json", "--plot", str(tmp_path / "png")])  # fmt: skip
     assert r.exit_code == 1
     assert [line for line in r.stderr.splitlines() if line.startswith("error: ")][0].count("broken.mp4") == 1
@@ -94,23 +80,21 @@ def test_cli_writes_files_and_survives_a_broken_clip(trained, tmp_path):
     assert (tmp_path / "png" / "c1.png").exists() and not (tmp_path / "o" / "broken.json").exists()
 
 
-def test_cli_single_clip_csv_to_stdout(trained):
+def test_cli_single_clip_csv_to_stdout(demo, small_run):
     """One clip without --out: CSV on stdout, the summary on stderr."""
-    r = CliRunner().invoke(
-        main, ["predict", str(trained / "corpus/speaker2/clip02.mp4"), "--run", str(trained / "run")]
-    )
+    r = CliRunner().invoke(main, ["predict", str(demo / "corpus/speaker2/clip02.mp4"), "--run", str(small_run)])
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
     assert lines[0] == "time,valence,arousal" and len(lines) == 151 and lines[1].startswith("0.0,")
     assert "150 frames; valence" in r.stderr
 
 
-def test_prediction_inputs_follow_the_run(trained):
+def test_prediction_inputs_follow_the_run(demo, small_run):
     """The run's feature order and statistics shape the inputs: (T, 91) standardised audio, 28-px frames."""
-    run = load_run(trained / "run")
+    run = load_run(small_run)
     from mmemo.features.clip import featurise_in_memory
 
-    arrays: ClipArrays = featurise_in_memory(trained / "corpus/speaker0/clip00.mp4", run.extract_cfg)
+    arrays: ClipArrays = featurise_in_memory(demo / "corpus/speaker0/clip00.mp4", run.extract_cfg)
     audio, frames, am, vm = model_inputs(run, arrays)
     assert audio.shape == (150, 91) and frames.shape == (150, 28, 28, 3) and am.all() and vm.all()
     assert run.feature_names[:2] == ["logmel", "rms"]  # 64 log-mel columns, then RMS in column 64
@@ -119,16 +103,16 @@ def test_prediction_inputs_follow_the_run(trained):
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate
-def test_evaluate_scores_what_predict_gives(trained):
+def test_evaluate_scores_what_predict_gives(demo, demo_features, small_run):
     """Each clip's predictions in `evaluate` are predict's on the media file, bit for bit, and the pooled CCC is
     Lin's formula on exactly those labelled frames."""
     from mmemo.pipeline.evaluate import evaluate_features
 
-    run = load_run(trained / "run")
-    ev = evaluate_features(run, trained / "features")
-    assert len(ev.results) == 6
+    run = load_run(small_run)
+    ev = evaluate_features(run, demo_features)
+    assert len(ev.results) == 8
     r = ev.results[-1]
-    pred = predict_clip(run, trained / f"corpus/{r.clip}.mp4").table[["valence", "arousal"]].to_numpy()
+    pred = predict_clip(run, demo / f"corpus/{r.clip}.mp4").table[["valence", "arousal"]].to_numpy()
     np.testing.assert_array_equal(r.pred, pred)
     p = np.concatenate([x.pred[x.mask, 1] for x in ev.results]).astype(np.float64)
     t = np.concatenate([x.truth[x.mask, 1] for x in ev.results]).astype(np.float64)
@@ -138,33 +122,34 @@ def test_evaluate_scores_what_predict_gives(trained):
     assert int(ev.clips["labelled"].sum()) == len(p) == sum(int(x.mask.sum()) for x in ev.results)
 
 
-def test_evaluate_cli_writes_table_json_csv_and_plots(trained, tmp_path):
+@pytest.mark.slow
+def test_evaluate_cli_writes_table_json_csv_and_plots(demo_features, small_run, tmp_path):
     out = tmp_path / "ev"
-    r = CliRunner().invoke(main, ["evaluate", str(trained / "features"), "--run", str(trained / "run"),
+    r = CliRunner().invoke(main, ["evaluate", str(demo_features), "--run", str(small_run),
                                   "--out", str(out)])  # fmt: skip
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("6 clips, ") and "CCC/clip" in lines[1]
+    assert lines[0].startswith("8 clips, ") and "CCC/clip" in lines[1]
     assert lines[2].split()[0] == "valence" and lines[3].split()[0] == "arousal" and len(lines[2].split()) == 6
     doc = json.loads((out / "metrics.json").read_text())
-    assert doc["clips"] == 6 and set(doc["metrics"]) == {"valence", "arousal"}
+    assert doc["clips"] == 8 and set(doc["metrics"]) == {"valence", "arousal"}
     assert set(doc["metrics"]["valence"]) == {"ccc", "ccc_clip", "pcc", "rmse", "mae"}
     import pandas as pd
 
     clips = pd.read_csv(out / "clips.csv")
-    assert len(clips) == 6 and {"clip", "labelled", "valence_ccc", "arousal_mae"} <= set(clips.columns)
+    assert len(clips) == 8 and {"clip", "labelled", "valence_ccc", "arousal_mae"} <= set(clips.columns)
     assert (out / "scatter.png").stat().st_size > 1000 and (out / "traces.png").stat().st_size > 1000
-    r = CliRunner().invoke(main, ["evaluate", str(trained / "features"), "--run", str(trained / "run"),
+    r = CliRunner().invoke(main, ["evaluate", str(demo_features), "--run", str(small_run),
                                   "--out", str(out), "--json"])  # fmt: skip
     assert json.loads(r.stdout)["metrics"]["arousal"]["ccc"] == doc["metrics"]["arousal"]["ccc"]
 
 
-def test_evaluate_refuses_features_made_differently(trained, tmp_path):
+def test_evaluate_refuses_features_made_differently(small_run, tmp_path):
     """Features extracted with another mel setting than the run's: one line naming the setting."""
     make_demo_corpus(tmp_path / "c", n_clips=2, seconds=2.0)
     extract_corpus(tmp_path / "c", tmp_path / "f", ExtractConfig(n_mels=32, n_mfcc=13), progress=False,
                    log=lambda s: None)  # fmt: skip
-    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f"), "--run", str(trained / "run")])
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "f"), "--run", str(small_run)])
     assert r.exit_code == 1 and "n_mels=32" in r.output and "n_mels=64" in r.output
 
 
@@ -197,16 +182,16 @@ def _offline_hops(run, path, hop_s, context_rows):
 
 
 @pytest.mark.parametrize("name", ["speaker1/clip01.mp4", "voice.wav"])
-def test_stream_gives_the_recordings_numbers_at_hop_times(trained, tmp_path, name):
+def test_stream_gives_the_recordings_numbers_at_hop_times(demo, small_run, tmp_path, name):
     """A file streamed as fast as it decodes: one prediction per 0.5 s hop at media times 0.52, 1.00, 1.52, ...
     (hop k ends at row ceil(12.5 k)), equal to the model on the offline-decoded window of the same rows."""
     from mmemo.pipeline.stream import stream_predict
 
-    run = load_run(trained / "run")
+    run = load_run(small_run)
     if name == "voice.wav":
         x = tone(220, 3.3)
         write_media(tmp_path / name, audio=(x * np.linspace(0, 1, x.size, dtype=np.float32))[None])
-    path = tmp_path / name if name == "voice.wav" else trained / "corpus" / name
+    path = tmp_path / name if name == "voice.wav" else demo / "corpus" / name
     got = []
     stats = stream_predict(run, str(path), got.append, hop_s=0.5, context_s=1.2)  # context 30 rows < 40
     expected = _offline_hops(run, path, 0.5, 30)
@@ -216,22 +201,24 @@ def test_stream_gives_the_recordings_numbers_at_hop_times(trained, tmp_path, nam
     np.testing.assert_allclose([[p.valence, p.arousal] for p in got], expected[:, 1:], atol=1e-4)
 
 
-def test_stream_at_natural_pace_never_runs_ahead_of_the_media(trained):
+@pytest.mark.slow
+def test_stream_at_natural_pace_never_runs_ahead_of_the_media(demo, small_run):
     """--realtime: a prediction for media time t is never emitted before t seconds have passed."""
     import time
 
     from mmemo.pipeline.stream import stream_predict
 
-    run = load_run(trained / "run")
+    run = load_run(small_run)
     t0, seen = time.monotonic(), []
-    stream_predict(run, str(trained / "corpus/speaker2/clip02.mp4"), lambda p: seen.append((p, time.monotonic() - t0)),
+    stream_predict(run, str(demo / "corpus/speaker2/clip02.mp4"), lambda p: seen.append((p, time.monotonic() - t0)),
                    hop_s=0.5, realtime=True)  # fmt: skip
     assert seen[-1][0].time == 6.0 and all(0 <= p.latency_s for p, _ in seen)
     for p, wall in seen:
         assert wall >= p.time - 0.1, (p.time, wall)  # 0.1 s: the warm-up before the clock starts is excluded
 
 
-def test_stream_drops_hops_rather_than_falling_behind(trained):
+@pytest.mark.slow
+def test_stream_drops_hops_rather_than_falling_behind(demo, small_run):
     """A consumer slower than the hop (0.9 s per line, hop 0.5 s) on a 6-s clip at natural pace: taking every hop
     in order would emit all 12; one line per 0.9 s over 6 s of media leaves room for at most 8, so at least 4 hops
     must be dropped (a slower machine only drops more), each counted, and the last hop is still emitted."""
@@ -239,47 +226,47 @@ def test_stream_drops_hops_rather_than_falling_behind(trained):
 
     from mmemo.pipeline.stream import stream_predict
 
-    run = load_run(trained / "run")
+    run = load_run(small_run)
     got = []
 
     def slow(p):
         got.append(p)
         time.sleep(0.9)
 
-    stats = stream_predict(run, str(trained / "corpus/speaker3/clip03.mp4"), slow, hop_s=0.5, realtime=True)
+    stats = stream_predict(run, str(demo / "corpus/speaker3/clip03.mp4"), slow, hop_s=0.5, realtime=True)
     assert stats.dropped >= 4 and stats.dropped == sum(p.dropped for p in got)
     assert stats.predictions + stats.dropped == 12 and got[-1].time == 6.0
     assert all(b.time > a.time for a, b in zip(got, got[1:], strict=False))
 
 
-def test_stream_cli_lines_and_a_broken_source(trained, tmp_path):
-    r = CliRunner().invoke(main, ["predict", "--stream", str(trained / "corpus/speaker0/clip00.mp4"),
-                                  "--run", str(trained / "run"), "--hop", "1"])  # fmt: skip
+def test_stream_cli_lines_and_a_broken_source(demo, small_run, tmp_path):
+    r = CliRunner().invoke(main, ["predict", "--stream", str(demo / "corpus/speaker0/clip00.mp4"),
+                                  "--run", str(small_run), "--hop", "1"])  # fmt: skip
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0] == "time,valence,arousal,latency_s" and len(lines) == 7
     assert [float(x.split(",")[0]) for x in lines[1:]] == [1, 2, 3, 4, 5, 6]
     assert "6 predictions over 6.0 s of media" in r.stderr
-    r = CliRunner().invoke(main, ["predict", "--stream", str(trained / "corpus/speaker0/clip00.mp4"),
-                                  "--run", str(trained / "run"), "--format", "json", "--hop", "2"])  # fmt: skip
+    r = CliRunner().invoke(main, ["predict", "--stream", str(demo / "corpus/speaker0/clip00.mp4"),
+                                  "--run", str(small_run), "--format", "json", "--hop", "2"])  # fmt: skip
     assert [json.loads(x)["time"] for x in r.stdout.splitlines()] == [2, 4, 6]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 100)
-    r = CliRunner().invoke(main, ["predict", "--stream", str(bad), "--run", str(trained / "run")])
+    r = CliRunner().invoke(main, ["predict", "--stream", str(bad), "--run", str(small_run)])
     assert r.exit_code == 1 and "bad.mp4" in r.output and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_export_cli_writes_a_checked_torchscript_file(trained, tmp_path):
+def test_export_cli_writes_a_checked_torchscript_file(demo_features, small_run, tmp_path):
     """`mmemo export` -> a TorchScript file whose output on a clip's inputs is the run's, and its sidecar."""
     import torch
 
     out = tmp_path / "m.pt"
-    r = CliRunner().invoke(main, ["export", str(trained / "run"), "--out", str(out)])
+    r = CliRunner().invoke(main, ["export", str(small_run), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "max abs difference from PyTorch" in r.output and out.exists()
     meta = json.loads((tmp_path / "m.pt.json").read_text())
-    run = load_run(trained / "run")
-    clip = read_clip(trained / "features/shards/speaker1/clip01.h5")
+    run = load_run(small_run)
+    clip = read_clip(demo_features / "shards/speaker1/clip01.h5")
     x = np.concatenate([clip.features[f["name"]] for f in meta["features"]], axis=1)[None, :40]
     frames = pool_frames(clip.frames[:40], run.model_cfg.video_size)[None]
     ones = torch.ones(1, 40, dtype=torch.bool)
@@ -290,7 +277,8 @@ def test_export_cli_writes_a_checked_torchscript_file(trained, tmp_path):
     np.testing.assert_allclose(y, expected, atol=1e-4)
 
 
-def test_stream_from_a_pipe_every_hop(trained, tmp_path):
+@pytest.mark.slow
+def test_stream_from_a_pipe_every_hop(demo, small_run, tmp_path):
     """`--stream -` reads standard input (here MPEG-TS remuxed from a demo clip by PyAV, in a real subprocess);
     with --every-hop no hop is dropped and the lines are those of the same clip streamed from its file."""
     import subprocess
@@ -298,7 +286,7 @@ def test_stream_from_a_pipe_every_hop(trained, tmp_path):
 
     import av
 
-    src, ts = trained / "corpus/speaker0/clip04.mp4", tmp_path / "c.ts"
+    src, ts = demo / "corpus/speaker0/clip04.mp4", tmp_path / "c.ts"
     with av.open(str(src)) as inp, av.open(str(ts), "w", format="mpegts") as out:
         streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
         for packet in inp.demux():
@@ -306,11 +294,11 @@ def test_stream_from_a_pipe_every_hop(trained, tmp_path):
                 packet.stream = streams[packet.stream.index]
                 out.mux(packet)
     cmd = [sys.executable, "-m", "mmemo", "predict", "--stream", "-", "--input-format", "mpegts", "--every-hop",
-           "--hop", "1", "--run", str(trained / "run")]  # fmt: skip
+           "--hop", "1", "--run", str(small_run)]  # fmt: skip
     with open(ts, "rb") as stdin:
         r = subprocess.run(cmd, stdin=stdin, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     piped = [line.split(",")[:3] for line in r.stdout.splitlines()[1:]]
-    direct = CliRunner().invoke(main, ["predict", "--stream", str(src), "--run", str(trained / "run"), "--hop", "1"])
+    direct = CliRunner().invoke(main, ["predict", "--stream", str(src), "--run", str(small_run), "--hop", "1"])
     assert piped == [line.split(",")[:3] for line in direct.stdout.splitlines()[1:]] and len(piped) == 6
     assert "0 dropped" in r.stderr

@@ -15,7 +15,7 @@ from conftest import REALDATA, needs_ffmpeg, needs_realdata
 from mmemo.cli import main
 from mmemo.data.shards import read_clip, validate_shard
 
-pytestmark = needs_realdata
+pytestmark = [needs_realdata, pytest.mark.slow]  # the real recordings, extracted and compared to ffmpeg
 
 
 @pytest.fixture(scope="module")

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL
 
 from mmemo.config import ExtractConfig, TrainConfig
 from mmemo.data.features_dir import load_corpus, split
 from mmemo.errors import MmemoError
 from mmemo.model.checkpoint import load_checkpoint
-from mmemo.pipeline.demo import make_demo_corpus
-from mmemo.pipeline.extract import extract_corpus
 from mmemo.pipeline.train import Trainer
-
-SMALL = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
-
-
-@pytest.fixture(scope="module")
-def features(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    make_demo_corpus(root / "corpus", n_clips=6, seconds=3.0)
-    extract_corpus(root / "corpus", root / "features", ExtractConfig(), jobs=1, progress=False, log=lambda s: None)
-    return root / "features"
 
 
 def _cfg(**kw):
@@ -34,13 +24,13 @@ def _cfg(**kw):
 
 
 def _train(features, run, **kw):
-    t = Trainer(features, run, _cfg(**kw), SMALL, log=lambda s: None, progress=False)
-    return t, t.fit()
+    with Trainer(features, run, _cfg(**kw), SMALL, log=lambda s: None, progress=False) as t:
+        return t.fit()
 
 
-def test_a_run_writes_everything(features, tmp_path):
+def test_a_run_writes_everything(demo_features, tmp_path):
     """metrics.csv per epoch, best.pt / last.pt loadable as data, config.json, the two PNGs."""
-    t, history = _train(features, tmp_path / "run")
+    history = _train(demo_features, tmp_path / "run")
     run = tmp_path / "run"
     assert list(history["epoch"]) == [1, 2]
     for col in ("train_loss", "val_loss", "valence_ccc", "valence_ccc_clip", "arousal_pcc", "arousal_rmse"):
@@ -53,22 +43,25 @@ def test_a_run_writes_everything(features, tmp_path):
     assert ckpt["feature_names"] == list(ExtractConfig().features)
 
 
-def test_resume_matches_an_uninterrupted_run(features, tmp_path):
+@pytest.mark.slow
+def test_resume_matches_an_uninterrupted_run(demo_features, tmp_path):
     """Stop after epoch 1, resume to epoch 3: same weights and metrics as three epochs in one go."""
-    _, straight = _train(features, tmp_path / "a", epochs=3)
-    Trainer(features, tmp_path / "b", _cfg(epochs=3), SMALL, log=lambda s: None, progress=False).fit(stop_after=1)
-    resumed = Trainer(features, tmp_path / "b", _cfg(epochs=3), resume=True, log=lambda s: None, progress=False)
-    assert resumed.epoch == 1
-    history = resumed.fit()
+    straight = _train(demo_features, tmp_path / "a", epochs=3)
+    with Trainer(demo_features, tmp_path / "b", _cfg(epochs=3), SMALL, log=lambda s: None, progress=False) as t:
+        t.fit(stop_after=1)
+    with Trainer(demo_features, tmp_path / "b", _cfg(epochs=3), resume=True, log=lambda s: None, progress=False) as t:
+        assert t.epoch == 1
+        history = t.fit()
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
     np.testing.assert_allclose(history["val_loss"], straight["val_loss"], rtol=1e-6)
 
 
-def test_early_stopping_stops(features, tmp_path):
+@pytest.mark.slow
+def test_early_stopping_stops(demo_features, tmp_path):
     """With no learning (lr 0) nothing improves after epoch 1: patience 2 stops after epoch 3."""
-    _, history = _train(features, tmp_path / "r", epochs=10, patience=2, lr=0.0)
+    history = _train(demo_features, tmp_path / "r", epochs=10, patience=2, lr=0.0)
     assert list(history["epoch"]) == [1, 2, 3]
 
 
@@ -89,33 +82,36 @@ def test_pickled_code_is_refused(tmp_path):
         load_checkpoint(tmp_path / "evil2.pt")
 
 
-def test_group_split_keeps_groups_whole(features):
+def test_group_split_keeps_groups_whole(demo_features):
     """--group-by speaker: no speaker on both sides; the split is the same for the same seed."""
-    corpus = load_corpus(features)
+    corpus = load_corpus(demo_features)
     labels = pd.read_csv(corpus.labels_path)
     speaker = dict(zip(labels["clip"], labels["speaker"], strict=False))
     for seed in range(5):
         train, val = split(corpus, TrainConfig(group_by="speaker", seed=seed))
         assert {speaker[c.clip_id] for c in train}.isdisjoint({speaker[c.clip_id] for c in val})
-        assert len(train) + len(val) == 6 and val
+        assert len(train) + len(val) == 8 and val
         assert split(corpus, TrainConfig(group_by="speaker", seed=seed)) == (train, val)
 
 
-def test_dataloader_workers_give_the_same_batches(features, tmp_path):
+@pytest.mark.slow
+def test_dataloader_workers_give_the_same_batches(demo_features, tmp_path):
     """Two worker processes (spawned, each opening its own HDF5 handles) give the batches of zero workers."""
-    t0 = Trainer(features, tmp_path / "w0", _cfg(workers=0), SMALL, log=lambda s: None, progress=False)
-    t2 = Trainer(features, tmp_path / "w2", _cfg(workers=2), SMALL, log=lambda s: None, progress=False)
-    l0, l2 = t0._loader(t0.train_set, shuffle=True), t2._loader(t2.train_set, shuffle=True)
-    for epoch in (0, 1):  # persistent workers still draw each epoch's own windows
-        l0.sampler.set_epoch(epoch)
-        l2.sampler.set_epoch(epoch)
-        b0, b2 = list(l0), list(l2)
-        assert len(b0) == len(b2)
-        for x, y in zip(b0, b2, strict=True):
-            for k in x:
-                torch.testing.assert_close(x[k], y[k], msg=k)
-        if epoch == 0:
-            first = b0
+    with (
+        Trainer(demo_features, tmp_path / "w0", _cfg(workers=0), SMALL, log=lambda s: None, progress=False) as t0,
+        Trainer(demo_features, tmp_path / "w2", _cfg(workers=2), SMALL, log=lambda s: None, progress=False) as t2,
+    ):
+        l0, l2 = t0._loader(t0.train_set, shuffle=True), t2._loader(t2.train_set, shuffle=True)
+        for epoch in (0, 1):  # persistent workers still draw each epoch's own windows
+            l0.sampler.set_epoch(epoch)
+            l2.sampler.set_epoch(epoch)
+            b0, b2 = list(l0), list(l2)
+            assert len(b0) == len(b2)
+            for x, y in zip(b0, b2, strict=True):
+                for k in x:
+                    torch.testing.assert_close(x[k], y[k], msg=k)
+            if epoch == 0:
+                first = b0
     assert not all(torch.equal(x["start"], y["start"]) for x, y in zip(first, b0, strict=True))
 
 
@@ -132,14 +128,15 @@ def test_epoch_sampler_splits_ranks_evenly():
     assert {i % 7 for i in ia + ib} == set(range(7))  # every item seen, one repeated for padding
 
 
-def test_torchrun_ddp_two_processes_on_cpu(features, tmp_path):
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes_on_cpu(demo_features, tmp_path):
     """torchrun --nproc_per_node 2 -m mmemo train: gloo on loopback, one metrics row per epoch, rank 0 writes."""
     import subprocess
     import sys
 
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mmemo",
-           "train", str(features), "--out", str(run), "--epochs", "2", "--workers", "0", "--batch-size", "2",
+           "train", str(demo_features), "--out", str(run), "--epochs", "2", "--workers", "0", "--batch-size", "2",
            "--max-seq-len", "40", "--hidden", "16", "--layers", "1", "--heads", "2", "-q"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -149,7 +146,7 @@ def test_torchrun_ddp_two_processes_on_cpu(features, tmp_path):
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
 
 
-def test_frame_cache_gives_the_same_windows(features, tmp_path):
+def test_frame_cache_gives_the_same_windows(demo_features, tmp_path):
     """Windows read through the pooled-frame cache are byte-identical to pooling on every read; the cache file
     holds every row at the model's size, is reused, and is rebuilt when its shard is newer."""
     import os
@@ -157,6 +154,7 @@ def test_frame_cache_gives_the_same_windows(features, tmp_path):
     from mmemo.data.dataset import ShardDataset, pool_frames
     from mmemo.data.shards import read_clip
 
+    features = shutil.copytree(demo_features, tmp_path / "features")  # this test makes a shard newer than its cache
     corpus = load_corpus(features)
     names = list(corpus.extract_cfg.features)
     mean, std = np.zeros(91, np.float32), np.ones(91, np.float32)
@@ -180,10 +178,10 @@ def test_frame_cache_gives_the_same_windows(features, tmp_path):
     assert f.stat().st_mtime_ns > mtime
 
 
-def test_an_unwritable_frame_cache_falls_back_with_a_warning(features, tmp_path):
+def test_an_unwritable_frame_cache_falls_back_with_a_warning(demo_features, tmp_path):
     from mmemo.data import dataset as D
 
-    corpus = load_corpus(features)
+    corpus = load_corpus(demo_features)
     names = list(corpus.extract_cfg.features)
     mean, std = np.zeros(91, np.float32), np.ones(91, np.float32)
     blocker = tmp_path / "file"
