@@ -67,3 +67,28 @@ def small_run(demo_features, tmp_path_factory) -> Path:
     with Trainer(demo_features, run, cfg, SMALL, log=lambda s: None, progress=False) as t:
         t.fit()
     return run
+
+
+def save_untrained_run(run_dir: Path, *, audio: bool = True, video: bool = True, seed: int = 0) -> Path:
+    """A run directory whose best.pt holds an untrained SMALL model with the default features (statistics 0 / 1):
+    what `mmemo train` would save, minus the training, for tests of what reads a run."""
+    import torch
+
+    from mmemo.config import ExtractConfig
+    from mmemo.features.registry import feature_dims
+    from mmemo.model.checkpoint import CHECKPOINT_VERSION
+    from mmemo.model.config import ModelConfig
+    from mmemo.model.multimodal import MultiModalTransformer
+
+    ecfg = ExtractConfig()
+    dim = sum(feature_dims(ecfg).values()) if audio else 0
+    torch.manual_seed(seed)
+    model = MultiModalTransformer(ModelConfig(audio_dim=dim, video=video, **SMALL))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"version": CHECKPOINT_VERSION, "model": model.state_dict(), "model_config": model.cfg.to_dict(),
+         "extract_config": ecfg.to_dict(), "feature_names": list(ecfg.features), "epoch": 0, "best": 0.0,
+         "feature_mean": torch.zeros(dim), "feature_std": torch.ones(dim)},
+        run_dir / "best.pt",
+    )  # fmt: skip
+    return run_dir

@@ -11,17 +11,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
+from conftest import save_untrained_run
 
-import mmemo
 from mmemo.cli import main
-from mmemo.config import ExtractConfig, TrainConfig
+from mmemo.config import ExtractConfig
 from mmemo.data.labels import DIMENSIONS
-from mmemo.features.registry import feature_dims
-from mmemo.model.checkpoint import CHECKPOINT_VERSION, save_checkpoint
-from mmemo.model.config import ModelConfig
-from mmemo.model.multimodal import MultiModalTransformer
 from mmemo.pipeline.demo import make_demo_corpus
 from mmemo.pipeline.evaluate import ClipPrediction, _clip_table, evaluate_features
 from mmemo.pipeline.extract import extract_corpus
@@ -45,21 +40,7 @@ def one_clip_features(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def untrained_run(tmp_path_factory):
-    """A run directory whose best.pt holds an untrained tiny model (the keys `load_run` reads), statistics 0 / 1."""
-    run_dir = tmp_path_factory.mktemp("run")
-    ecfg = ExtractConfig()
-    dim = sum(feature_dims(ecfg).values())
-    torch.manual_seed(0)
-    cfg = ModelConfig(audio_dim=dim, video=True, hidden=16, heads=2, layers=1, cnn_channels=(4, 8), video_size=28)
-    model = MultiModalTransformer(cfg).eval()
-    save_checkpoint(
-        {"version": CHECKPOINT_VERSION, "mmemo_version": mmemo.__version__, "model": model.state_dict(),
-         "model_config": cfg.to_dict(), "extract_config": ecfg.to_dict(), "train_config": TrainConfig().to_dict(),
-         "epoch": 0, "best": float("-inf"), "feature_names": list(ecfg.features),
-         "feature_mean": torch.zeros(dim), "feature_std": torch.ones(dim)},
-        run_dir / "best.pt",
-    )  # fmt: skip
-    return run_dir
+    return save_untrained_run(tmp_path_factory.mktemp("run") / "run")
 
 
 def test_one_labelled_clip_is_scored(one_clip_features, untrained_run):

@@ -12,23 +12,20 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import SMALL, save_untrained_run
 
 from mmemo.cli import main
 from mmemo.config import ExtractConfig, TrainConfig
 from mmemo.data import features_dir as FD
 from mmemo.errors import ConfigError, MmemoError
-from mmemo.features.registry import feature_dims
 from mmemo.media.synth import tone, write_media
-from mmemo.model.checkpoint import CHECKPOINT_VERSION, load_checkpoint
-from mmemo.model.config import ModelConfig
-from mmemo.model.multimodal import MultiModalTransformer
+from mmemo.model.checkpoint import load_checkpoint
 from mmemo.pipeline.crossval import group_keys
 from mmemo.pipeline.demo import make_demo_corpus
 from mmemo.pipeline.extract import extract_corpus
 from mmemo.pipeline.predict import load_run
 from mmemo.pipeline.train import Trainer
 
-TINY = {"hidden": 16, "heads": 2, "layers": 1, "cnn_channels": [4, 8], "video_size": 28}
 FAST = ["--epochs", "1", "--batch-size", "4", "--workers", "0", "--max-seq-len", "50", "-q"]
 
 
@@ -38,11 +35,9 @@ def _extract(corpus: Path, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def features(tmp_path_factory) -> Path:
-    """4 demo clips of 2 s, time-continuous labels with a speaker column (speaker0 .. speaker3)."""
-    root = tmp_path_factory.mktemp("hardening")
-    make_demo_corpus(root / "corpus", n_clips=4, seconds=2.0)
-    return _extract(root / "corpus", root / "features")
+def features(demo_features) -> Path:
+    """The shared demo features (8 clips of 6 s, speakers 0-3): tests that change anything copy it first."""
+    return demo_features
 
 
 @pytest.fixture(scope="module")
@@ -60,22 +55,6 @@ def per_clip(tmp_path_factory) -> Path:
 def _copy(features: Path, dest: Path) -> Path:
     shutil.copytree(features, dest, ignore=shutil.ignore_patterns("cache"))
     return dest
-
-
-def _untrained_run(run_dir: Path, *, video: bool = True, audio: bool = True) -> Path:
-    """A run directory holding an untrained tiny model (what `mmemo train` would save, minus the training)."""
-    ecfg = ExtractConfig()
-    dim = sum(feature_dims(ecfg).values()) if audio else 0
-    torch.manual_seed(0)
-    model = MultiModalTransformer(ModelConfig(audio_dim=dim, video=video, **TINY))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"version": CHECKPOINT_VERSION, "model": model.state_dict(), "model_config": model.cfg.to_dict(),
-         "extract_config": ecfg.to_dict(), "feature_names": list(ecfg.features), "epoch": 0, "best": 0.0,
-         "feature_mean": torch.zeros(dim), "feature_std": torch.ones(dim)},
-        run_dir / "best.pt",
-    )  # fmt: skip
-    return run_dir
 
 
 def _one_line_error(result, *needles: str) -> None:
@@ -185,7 +164,7 @@ def test_resume_applies_what_may_change_and_refuses_the_rest(features, tmp_path)
 
 def test_resume_through_the_api_refuses_a_changed_setting(features, tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=4, workers=0, max_seq_len=50)
-    with Trainer(features, tmp_path / "run", cfg, TINY, log=lambda s: None, progress=False) as t:
+    with Trainer(features, tmp_path / "run", cfg, SMALL, log=lambda s: None, progress=False) as t:
         t.fit()
     changed = TrainConfig(epochs=1, batch_size=2, workers=0, max_seq_len=50)
     with pytest.raises(ConfigError, match="batch_size 2 given, but the run was trained with 4"):
@@ -193,7 +172,7 @@ def test_resume_through_the_api_refuses_a_changed_setting(features, tmp_path):
 
 
 def test_predicted_files_never_collide(tmp_path):
-    run = _untrained_run(tmp_path / "run")
+    run = save_untrained_run(tmp_path / "run")
     for d, f in (("px", 300), ("py", 600)):
         write_media(tmp_path / f"in/{d}/a.wav", audio=tone(f, 1.0)[None])
     r = CliRunner().invoke(main, ["predict", str(tmp_path / "in/px/a.wav"), str(tmp_path / "in/py/a.wav"),
@@ -208,7 +187,7 @@ def test_predicted_files_never_collide(tmp_path):
 
 
 def test_a_clip_the_model_cannot_read_is_refused(tmp_path):
-    audio_only = _untrained_run(tmp_path / "run", video=False)
+    audio_only = save_untrained_run(tmp_path / "run", video=False)
     write_media(tmp_path / "silent.mp4", frames=np.zeros((25, 32, 32, 3), np.uint8), fps=25)
     write_media(tmp_path / "voice.wav", audio=tone(440, 1.0)[None])
     r = CliRunner().invoke(main, ["predict", str(tmp_path / "silent.mp4"), str(tmp_path / "voice.wav"), "--run",
@@ -246,7 +225,7 @@ def _checkpoint_variants(run: Path) -> dict[str, tuple[callable, str]]:
 
 @pytest.mark.parametrize("case", list(_checkpoint_variants(Path("."))))
 def test_a_damaged_checkpoint_is_one_line(tmp_path, case):
-    run = _untrained_run(tmp_path / "run")
+    run = save_untrained_run(tmp_path / "run")
     damage, said = _checkpoint_variants(run)[case]
     damage(run / "best.pt")
     write_media(tmp_path / "voice.wav", audio=tone(440, 1.0)[None])
@@ -272,7 +251,7 @@ def test_a_malformed_features_directory_is_one_line(features, tmp_path, damage, 
     out = _copy(features, tmp_path / "f")
     damage(out)
     runner = CliRunner()
-    run = _untrained_run(tmp_path / "run")
+    run = save_untrained_run(tmp_path / "run")
     commands = [["train", str(out), "--out", str(tmp_path / "r"), *FAST], ["evaluate", str(out), "--run", str(run)]]
     if "manifest" in said or "status" in said:
         commands += [["inspect", str(out)], ["validate", str(out)]]
@@ -289,7 +268,7 @@ def test_a_missing_or_damaged_shard_is_one_line(features, tmp_path, damage):
     else:
         shard.write_bytes(b"not an HDF5 file at all" * 100)
     said = "missing" if damage == "missing" else "not a readable HDF5 shard"
-    run = _untrained_run(tmp_path / "run")
+    run = save_untrained_run(tmp_path / "run")
     for args in (["train", str(out), "--out", str(tmp_path / "r"), *FAST], ["evaluate", str(out), "--run", str(run)],
                  ["inspect", str(out)]):  # fmt: skip
         _one_line_error(CliRunner().invoke(main, args), str(shard), said)

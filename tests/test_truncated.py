@@ -401,24 +401,13 @@ def test_a_manifest_written_before_notes_is_read(synthetic, tmp_path):
 
 def test_predict_on_a_partial_file_says_so(synthetic, tmp_path):
     """`mmemo predict` goes through the same decode: it predicts the rows that are there and prints the warning."""
-    import torch
     from click.testing import CliRunner
+    from conftest import save_untrained_run
 
     from mmemo.cli import main
-    from mmemo.config import ExtractConfig
-    from mmemo.features.registry import feature_dims
-    from mmemo.model.config import ModelConfig
-    from mmemo.model.multimodal import MultiModalTransformer
 
     _, clip, n = synthetic
-    ecfg, run = ExtractConfig(), tmp_path / "run"
-    dim = sum(feature_dims(ecfg).values())
-    model = MultiModalTransformer(ModelConfig(audio_dim=dim, hidden=16, heads=2, layers=1, cnn_channels=(4, 8),
-                                              video_size=28))  # fmt: skip
-    run.mkdir()
-    torch.save({"version": 1, "model": model.state_dict(), "model_config": model.cfg.to_dict(),
-                "extract_config": ecfg.to_dict(), "feature_names": list(ecfg.features),
-                "feature_mean": torch.zeros(dim), "feature_std": torch.ones(dim)}, run / "best.pt")  # fmt: skip
+    run = save_untrained_run(tmp_path / "run")
     r = CliRunner().invoke(main, ["predict", str(clip), "--run", str(run), "--out", str(tmp_path / "p.csv")])
     assert r.exit_code == 0, r.output
     [warning] = lines(r.output, "warning: ")
