@@ -92,3 +92,49 @@ def save_untrained_run(run_dir: Path, *, audio: bool = True, video: bool = True,
         run_dir / "best.pt",
     )  # fmt: skip
     return run_dir
+
+
+def extract_cmd(corpus: Path, out: Path, *extra: str) -> list[str]:
+    """`mmemo extract CORPUS --out OUT` as a real process, with progress lines (not a bar) on stderr."""
+    import sys
+
+    return [sys.executable, "-m", "mmemo", "extract", str(corpus), "--out", str(out), "--progress", "lines", *extra]
+
+
+def shard_contents(out: Path) -> dict:
+    """clip -> {dataset path or "@group/attribute": value} for every shard the manifest of ``out`` lists."""
+    import h5py
+    import pandas as pd
+
+    m = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    result = {}
+    for row in m.itertuples():
+        assert row.status != "failed", row.error
+        items: dict = {}
+        with h5py.File(out / row.shard, "r") as h5:
+            items.update({f"@/{k}": v for k, v in h5.attrs.items()})
+
+            def visit(name, obj, items=items):
+                items.update({f"@{name}/{k}": v for k, v in obj.attrs.items()})
+                if isinstance(obj, h5py.Dataset):
+                    items[name] = obj[()]
+
+            h5.visititems(visit)
+        result[row.clip] = items
+    return result
+
+
+def assert_same_shards(out: Path, reference: Path) -> None:
+    """Every dataset and every attribute of every listed shard of ``out`` equals ``reference``'s."""
+    import numpy as np
+
+    a, b = shard_contents(out), shard_contents(reference)
+    assert sorted(a) == sorted(b)
+    for clip in a:
+        assert sorted(a[clip]) == sorted(b[clip]), clip
+        for name in a[clip]:
+            x, y = a[clip][name], b[clip][name]
+            if isinstance(x, np.ndarray) and x.dtype == object:  # variable-length rows (JPEG frames)
+                assert len(x) == len(y) and all(np.array_equal(p, q) for p, q in zip(x, y, strict=True))
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=f"{clip} {name}")

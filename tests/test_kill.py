@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_same_shards, extract_cmd
 
 from mmemo.atomic import PARTIAL_SUFFIX
 from mmemo.data import features_dir as FD
@@ -39,48 +39,11 @@ def corpus(tmp_path_factory):
     return root
 
 
-def _cmd(corpus: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mmemo", "extract", str(corpus), "--out", str(out), "--progress", "lines", *extra]
-
-
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("kill_main_reference")
-    subprocess.run(_cmd(corpus, out, "-j", "1", "-q"), check=True, capture_output=True)
+    subprocess.run(extract_cmd(corpus, out, "-j", "1", "-q"), check=True, capture_output=True)
     return out
-
-
-def _everything(out: Path) -> dict:
-    """Every dataset and every attribute of every shard the manifest lists: {clip: {path: value}}."""
-    m = pd.read_csv(out / FD.MANIFEST, keep_default_na=False)
-    result = {}
-    for row in m.itertuples():
-        assert row.status != "failed", row.error
-        items: dict = {}
-        with h5py.File(out / row.shard, "r") as h5:
-            items.update({f"@/{k}": v for k, v in h5.attrs.items()})
-
-            def visit(name, obj, items=items):
-                items.update({f"@{name}/{k}": v for k, v in obj.attrs.items()})
-                if isinstance(obj, h5py.Dataset):
-                    items[name] = obj[()]
-
-            h5.visititems(visit)
-        result[row.clip] = items
-    return result
-
-
-def _assert_equal_to(out: Path, reference: Path) -> None:
-    a, b = _everything(out), _everything(reference)
-    assert sorted(a) == sorted(b)
-    for clip in a:
-        assert sorted(a[clip]) == sorted(b[clip]), clip
-        for name in a[clip]:
-            x, y = a[clip][name], b[clip][name]
-            if isinstance(x, np.ndarray) and x.dtype == object:  # variable-length rows (JPEG frames)
-                assert len(x) == len(y) and all(np.array_equal(p, q) for p, q in zip(x, y, strict=True))
-            else:
-                np.testing.assert_array_equal(x, y, err_msg=f"{clip} {name}")
 
 
 def _partials(out: Path) -> list[Path]:
@@ -141,8 +104,8 @@ WHEN = {
 def test_kill_9_of_the_main_process_alone(corpus, reference, tmp_path, when):
     """The workers notice their parent is gone and stop; the re-run discards their partials and ends equal."""
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cmd(corpus, out, "-j", "2"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(extract_cmd(corpus, out, "-j", "2"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         assert _wait_until(lambda: proc.poll() is None and WHEN[when](out)), f"never saw the moment '{when}'"
         os.kill(proc.pid, signal.SIGKILL)  # the main process only: its loky workers are left behind
@@ -151,10 +114,10 @@ def test_kill_9_of_the_main_process_alone(corpus, reference, tmp_path, when):
     finally:
         for pid in _session(proc.pid):
             os.kill(pid, signal.SIGKILL)
-    rerun = subprocess.run(_cmd(corpus, out, "-j", "2"), capture_output=True, text=True)
+    rerun = subprocess.run(extract_cmd(corpus, out, "-j", "2"), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert not _partials(out)
-    _assert_equal_to(out, reference)
+    assert_same_shards(out, reference)
     check = subprocess.run([sys.executable, "-m", "mmemo", "validate", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
@@ -163,8 +126,8 @@ def test_kill_9_of_one_worker_alone(corpus, reference, tmp_path):
     """The worker writing a shard is killed: the run still writes its manifest, names the clips it could not finish
     in one line each and exits 1; nothing it finished is lost; the re-run ends equal to an uninterrupted run."""
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cmd(corpus, out, "-j", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(extract_cmd(corpus, out, "-j", "2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
     try:
         assert _wait_until(lambda: proc.poll() is None and _done(out) and _writing(out, 100_000))
         victim = _writing(out, 100_000)[0]
@@ -181,6 +144,6 @@ def test_kill_9_of_one_worker_alone(corpus, reference, tmp_path):
     assert len(m) == N_CLIPS and (m["status"] == "failed").any()
     for row in m[m["status"] != "failed"].itertuples():
         assert (out / row.shard).exists()
-    rerun = subprocess.run(_cmd(corpus, out, "-j", "2"), capture_output=True, text=True)
+    rerun = subprocess.run(extract_cmd(corpus, out, "-j", "2"), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    _assert_equal_to(out, reference)
+    assert_same_shards(out, reference)

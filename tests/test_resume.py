@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import assert_same_shards, extract_cmd
 
 from mmemo.cli import main
 from mmemo.data import features_dir as FD
@@ -47,45 +47,12 @@ def corpus(tmp_path_factory):
     return root
 
 
-def _cmd(corpus, out, *extra):
-    return [sys.executable, "-m", "mmemo", "extract", str(corpus), "--out", str(out), "--progress", "lines", *extra]
-
-
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory):
     """An uninterrupted run, the answer every interrupted one must reach."""
     out = tmp_path_factory.mktemp("reference")
-    subprocess.run(_cmd(corpus, out, "-j", "1", "-q"), check=True, capture_output=True)
+    subprocess.run(extract_cmd(corpus, out, "-j", "1", "-q"), check=True, capture_output=True)
     return out
-
-
-def _arrays(out):
-    """clip -> every dataset and every attribute of its shard (frames, features, masks, labels, source_time...)."""
-    m = pd.read_csv(out / FD.MANIFEST, keep_default_na=False)
-    result = {}
-    for _, row in m.iterrows():
-        assert row["status"] != "failed", row["error"]
-        items: dict = {}
-        with h5py.File(out / row["shard"], "r") as h5:
-            items.update({f"@/{k}": v for k, v in h5.attrs.items()})
-
-            def visit(name, obj, items=items):
-                items.update({f"@{name}/{k}": v for k, v in obj.attrs.items()})
-                if isinstance(obj, h5py.Dataset):
-                    items[name] = obj[()]
-
-            h5.visititems(visit)
-        result[row["clip"]] = items
-    return result
-
-
-def _assert_same(out, reference):
-    a, b = _arrays(out), _arrays(reference)
-    assert sorted(a) == sorted(b)
-    for clip in a:
-        assert sorted(a[clip]) == sorted(b[clip]), clip
-        for name in a[clip]:
-            np.testing.assert_array_equal(a[clip][name], b[clip][name], err_msg=f"{clip} {name}")
 
 
 def _state(out):
@@ -130,11 +97,11 @@ def _kill_when(cmd, condition, timeout=120.0):
 def test_kill_9_then_rerun_equals_uninterrupted(corpus, reference, tmp_path, when, jobs):
     """SIGKILL at a chosen moment, re-run the same command: valid, complete, and bit-identical to the reference."""
     out = tmp_path / "out"
-    killed = _kill_when(_cmd(corpus, out, "-j", jobs), WHEN[when])
+    killed = _kill_when(extract_cmd(corpus, out, "-j", jobs), WHEN[when])
     assert killed, f"the run finished before the moment '{when}' was seen"
     done, partial = _state(out)
     assert len(done) < N_CLIPS + 1
-    rerun = subprocess.run(_cmd(corpus, out, "-j", jobs), capture_output=True, text=True)
+    rerun = subprocess.run(extract_cmd(corpus, out, "-j", jobs), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     if partial:
         assert "discarded" in rerun.stderr and "half-written shard(s)" in rerun.stderr
@@ -142,7 +109,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(corpus, reference, tmp_path, whe
     assert not _state(out)[1]
     check = CliRunner().invoke(main, ["validate", str(out)])
     assert check.exit_code == 0, check.output
-    _assert_same(out, reference)
+    assert_same_shards(out, reference)
 
 
 def test_damaged_shards_fail_validation(reference, tmp_path):
@@ -197,7 +164,7 @@ def test_a_second_writer_is_refused(corpus, tmp_path):
 
 def test_progress_lines_and_summary(corpus, tmp_path):
     """Not a terminal: plain progress lines with clips, x real time, ETA and failures; a final summary."""
-    r = subprocess.run(_cmd(corpus, tmp_path / "p", "-j", "2"), capture_output=True, text=True)
+    r = subprocess.run(extract_cmd(corpus, tmp_path / "p", "-j", "2"), capture_output=True, text=True)
     assert r.returncode == 0
     last = [line for line in r.stderr.splitlines() if line.startswith("extract: ")][-1]
     assert last.startswith(f"extract: {N_CLIPS + 1}/{N_CLIPS + 1} clips, 1.2 media min, ")
@@ -213,12 +180,12 @@ def test_dask_local_cluster_gives_the_same_arrays(corpus, reference, tmp_path):
     ) as cluster:
         out = tmp_path / "dask"
         r = subprocess.run(
-            _cmd(corpus, out, "--backend", "dask", "--scheduler", cluster.scheduler_address, "-q"),
+            extract_cmd(corpus, out, "--backend", "dask", "--scheduler", cluster.scheduler_address, "-q"),
             capture_output=True,
             text=True,
         )
         assert r.returncode == 0, r.stderr
-    _assert_same(out, reference)
+    assert_same_shards(out, reference)
 
 
 def test_dask_without_scheduler_is_a_usage_error(corpus, tmp_path):
