@@ -22,6 +22,15 @@ def partial_path(path: str | os.PathLike, *, unique: bool = False) -> Path:
     return p.with_name(f"{p.name}.{os.getpid()}{PARTIAL_SUFFIX}" if unique else p.name + PARTIAL_SUFFIX)
 
 
+def writer_pid(partial: str | os.PathLike) -> int | None:
+    """The pid in a ``<name>.<pid>.partial`` name (``partial_path(..., unique=True)``); None for ``<name>.partial``."""
+    name = Path(partial).name
+    if not name.endswith(PARTIAL_SUFFIX):
+        return None
+    pid = name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2]
+    return int(pid) if pid.isdigit() else None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, unique: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s content to; on leaving the block it replaces ``path``.

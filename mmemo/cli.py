@@ -69,6 +69,16 @@ def _quiet(help_text: str):
     return click.option("--quiet", "-q", is_flag=True, help=help_text)
 
 
+def _progress(what: str):
+    return click.option(
+        "--progress",
+        type=click.Choice(PROGRESS_MODES),
+        default=PROGRESS_MODES[0],
+        show_default=True,
+        help=f"{what}; auto picks by whether stderr is a terminal.",
+    )
+
+
 def _jobs(help_text: str | None):
     return click.option("--jobs", "-j", type=click.IntRange(1, None), default=None, help=help_text)
 
@@ -169,13 +179,7 @@ def main() -> None:
     help="loky: processes on this machine; dask: the workers of a Dask cluster (needs --scheduler, mmemo[dask]).",
 )
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address for --backend dask (tcp://host:8786).")
-@click.option(
-    "--progress",
-    type=click.Choice(PROGRESS_MODES),
-    default=PROGRESS_MODES[0],
-    show_default=True,
-    help="A live bar (terminals) or a plain line every 10 s (logs); auto picks by whether stderr is a terminal.",
-)
+@_progress("A live bar (terminals) or a plain line every 10 s (logs)")
 @click.option(
     "--strict",
     is_flag=True,
@@ -316,13 +320,7 @@ def _print_summary(summary) -> None:
     help="Dropout [0.1; 0.3 for small corpora: under an hour of labelled training media].",
 )  # fmt: skip
 @_quiet("No progress bars.")
-@click.option(
-    "--progress",
-    type=click.Choice(PROGRESS_MODES),
-    default=PROGRESS_MODES[0],
-    show_default=True,
-    help="A live bar per epoch (terminals) or only the epoch lines (logs); auto picks by whether stderr is a terminal.",
-)
+@_progress("A live bar per epoch (terminals) or only the epoch lines (logs)")
 @click.option(
     "--folds", type=click.IntRange(2, None),
     help="K-fold cross-validation with groups kept whole (--group-by, or the labels' speaker column); "
@@ -351,7 +349,9 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
                       frame_cache=not no_frame_cache)  # fmt: skip
     sizes = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
     model = {k: v for k, v in sizes.items() if v is not None}  # the rest: the Trainer's size rule
-    bars = not quiet and (progress == "bar" or (progress == "auto" and sys.stderr.isatty()))
+    from mmemo.pipeline.progress import resolve_mode
+
+    bars = not quiet and resolve_mode(progress) == "bar"
     if folds is not None:
         from mmemo.pipeline.crossval import cross_validate, format_markdown
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -138,3 +139,10 @@ def assert_same_shards(out: Path, reference: Path) -> None:
                 assert len(x) == len(y) and all(np.array_equal(p, q) for p, q in zip(x, y, strict=True))
             else:
                 np.testing.assert_array_equal(x, y, err_msg=f"{clip} {name}")
+
+
+def noisy_frames(n: int, seed: int) -> np.ndarray:
+    """(n, 96, 128, 3) uint8 frames that compress badly, so each shard takes a noticeable time to write."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (8, 96, 128, 3), dtype=np.uint8)
+    return np.stack([np.roll(base[i % 8], i, axis=1) for i in range(n)])

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import assert_same_shards, extract_cmd
+from conftest import assert_same_shards, extract_cmd, noisy_frames
 
-from mmemo.atomic import PARTIAL_SUFFIX
+from mmemo.atomic import PARTIAL_SUFFIX, writer_pid
 from mmemo.data import features_dir as FD
 from mmemo.media.synth import tone, write_media
 
@@ -28,11 +28,9 @@ N_CLIPS = 6
 def corpus(tmp_path_factory):
     """Six 10-s clips whose frames compress badly (each shard takes a while to write), labels for some."""
     root = tmp_path_factory.mktemp("kill_main_corpus")
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (8, 96, 128, 3), dtype=np.uint8)
     for k in range(N_CLIPS):
-        frames = np.stack([np.roll(base[(i + k) % 8], i, axis=1) for i in range(250)])
-        write_media(root / f"s{k % 2}/clip{k}.mp4", frames=frames, fps=25, audio=tone(200 + 50 * k, 10.0)[None])
+        audio = tone(200 + 50 * k, 10.0)[None]
+        write_media(root / f"s{k % 2}/clip{k}.mp4", frames=noisy_frames(250, k), fps=25, audio=audio)
     (root / "labels.csv").write_text("clip,time,valence,arousal\n" + "".join(
         f"s{k % 2}/clip{k},{t / 2},{np.sin(t / 3):.3f},{np.cos(t / 5):.3f}\n" for k in range(3) for t in range(21)
     ))  # fmt: skip
@@ -131,7 +129,7 @@ def test_kill_9_of_one_worker_alone(corpus, reference, tmp_path):
     try:
         assert _wait_until(lambda: proc.poll() is None and _done(out) and _writing(out, 100_000))
         victim = _writing(out, 100_000)[0]
-        pid = int(victim.name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2])  # the partial names its writer
+        pid = writer_pid(victim)  # the partial names its writer
         assert pid != proc.pid
         os.kill(pid, signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import assert_same_shards, extract_cmd
+from conftest import assert_same_shards, extract_cmd, noisy_frames
 
 from mmemo.cli import main
 from mmemo.data import features_dir as FD
@@ -28,20 +28,13 @@ pytestmark = pytest.mark.slow  # crash safety at corpus scale: every test needs 
 N_CLIPS = 6
 
 
-def _noisy_frames(n, seed):
-    """Frames that compress badly, so each shard takes a noticeable time to write."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (8, 96, 128, 3), dtype=np.uint8)
-    return np.stack([np.roll(base[i % 8], i, axis=1) for i in range(n)])
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Six 12-s clips (video + audio), one audio-only file, labels for some."""
     root = tmp_path_factory.mktemp("kill_corpus")
     for k in range(N_CLIPS):
         audio = tone(200 + 50 * k, 12.0)[None]
-        write_media(root / f"s{k % 2}/clip{k}.mp4", frames=_noisy_frames(300, k), fps=25, audio=audio)
+        write_media(root / f"s{k % 2}/clip{k}.mp4", frames=noisy_frames(300, k), fps=25, audio=audio)
     write_media(root / "voice.wav", audio=tone(500, 3.0)[None])
     (root / "labels.csv").write_text("clip,valence,arousal\ns0/clip0,0.5,0.1\nvoice,-0.2,0.3\n")
     return root

@@ -178,3 +178,14 @@ def test_unknown_codec_is_a_config_error():
 
     with pytest.raises(ConfigError, match="frame codec 'png' is not one of lzf, gzip, zstd"):
         ExtractConfig(frame_codec="png")
+
+
+def test_a_partial_name_carries_its_writer(tmp_path):
+    """`<name>.<pid>.partial` names its writer (so a process deletes only its own); `<name>.partial` names none."""
+    import os
+
+    from mmemo.atomic import partial_path, writer_pid
+
+    shard = tmp_path / "clip.v2.h5"
+    assert writer_pid(partial_path(shard, unique=True)) == os.getpid()
+    assert writer_pid(partial_path(shard)) is None and writer_pid(shard) is None

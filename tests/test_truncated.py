@@ -231,12 +231,17 @@ def test_synthetic_partial_mp4_decodes_what_is_there(synthetic, threads):
         assert ffmpeg_frames(clip) == n
 
 
-def test_synthetic_partial_mp4_extracts_with_a_warning_and_fails_with_strict(synthetic, tmp_path):
-    full, clip, n = synthetic
-    corpus = tmp_path / "corpus"
+def _cut_corpus(clip: Path, corpus: Path) -> Path:
+    """A corpus of the cut clip (as cut.mp4) beside a whole one (good.wav)."""
     corpus.mkdir()
     shutil.copy(clip, corpus / "cut.mp4")
     write_media(corpus / "good.wav", audio=tone(300, 1.0)[None])
+    return corpus
+
+
+def test_synthetic_partial_mp4_extracts_with_a_warning_and_fails_with_strict(synthetic, tmp_path):
+    full, clip, n = synthetic
+    corpus = _cut_corpus(clip, tmp_path / "corpus")
     out = tmp_path / "f"
     t = decode_media(corpus / "cut.mp4", size=32).truncations[0]
     check_kept(extract(corpus, "--out", out, "-j", "1"), out, "cut", corpus / "cut.mp4", f"{t.missing_s:.2f}", n)
@@ -361,10 +366,7 @@ def test_resume_reports_the_warning_again_and_strict_fails_the_kept_clip(synthet
     """Kept with a warning, then re-run unchanged: up to date, the warning printed and listed again, exit 0.
     Re-run with --strict: failed, shard removed, exit 1. Re-run without: extracted again, with its warning."""
     _, clip, n = synthetic
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    shutil.copy(clip, corpus / "cut.mp4")
-    write_media(corpus / "good.wav", audio=tone(300, 1.0)[None])
+    corpus = _cut_corpus(clip, tmp_path / "corpus")
     out = tmp_path / "f"
     first = extract(corpus, "--out", out, "-j", "1", "-q")
     [message] = lines(first.stderr, "warning: ")

@@ -125,7 +125,7 @@ class Manifest:
     """A features directory's listing, as ``write_manifest`` wrote it."""
 
     root: Path
-    table: pd.DataFrame  # manifest.csv, every value a string ("" where empty)
+    table: pd.DataFrame  # manifest.csv: strings ("" where empty), numbers in frames, bytes and duration
     record: dict | None  # extract_config.json, None when absent
 
     @property

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mmemo import __version__
-from mmemo.atomic import PARTIAL_SUFFIX
+from mmemo.atomic import PARTIAL_SUFFIX, writer_pid
 from mmemo.config import BACKENDS, ExtractConfig
 from mmemo.data import schema as S
 from mmemo.data.features_dir import (
@@ -277,7 +277,9 @@ def _exit_with_parent(parent: int, interval_s: float = 0.1) -> None:
     threading.Thread(target=watch, name="mmemo-parent-watch", daemon=True).start()
 
 
-def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipRecord | None:
+def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str, strict: bool = False) -> ClipRecord | None:
+    """The record of a clip whose shard is already there and made from the same inputs (None: extract it);
+    under ``strict``, a kept clip whose source is truncated comes back failed."""
     path = out_dir / shard_relpath(src.clip_id)
     if not path.exists():
         return None
@@ -292,7 +294,7 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
     except SchemaError:
         return None  # extracted again
     issues = [t.message for t in truncations]
-    return ClipRecord(
+    record = ClipRecord(
         src.clip_id,
         src.rel(corpus),
         "up-to-date",
@@ -306,6 +308,7 @@ def _up_to_date(src: ClipSource, corpus: Path, out_dir: Path, key: str) -> ClipR
         warnings=list(issues),
         issues=issues,
     )
+    return _strict_failure(record) if strict else record
 
 
 def _run_jobs(tasks: list[tuple], jobs: int, backend: str, scheduler: str | None):
@@ -376,18 +379,11 @@ def _discard_partials(out: Path, wait_s: float = 5.0) -> int:
     deadline = time.monotonic() + wait_s
     partials = sorted(shards.rglob("*" + PARTIAL_SUFFIX))
     for p in partials:
-        pid = _writer_pid(p)
+        pid = writer_pid(p)
         while pid not in (None, os.getpid()) and _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         p.unlink(missing_ok=True)
     return len(partials)
-
-
-def _writer_pid(partial: Path) -> int | None:
-    """The pid in ``<name>.<pid>.partial`` (None for a name without one, as older versions wrote)."""
-    stem = partial.name[: -len(PARTIAL_SUFFIX)]
-    pid = stem.rpartition(".")[2]
-    return int(pid) if pid.isdigit() else None
 
 
 def extract_corpus(
@@ -454,9 +450,9 @@ def extract_corpus(
         for src in corpus.clips:
             rows = label_rows[src.clip_id]
             key = clip_key(src, cfg, rows)
-            done = _up_to_date(src, corpus.root, out, key)
+            done = _up_to_date(src, corpus.root, out, key, strict)
             if done is not None:
-                kept.append(_strict_failure(done) if strict else done)
+                kept.append(done)
             else:
                 labels = (rows, table.kind, str(table.path)) if rows is not None else None
                 tasks.append((src, corpus.root, out, cfg, labels, key))
@@ -492,9 +488,7 @@ def extract_corpus(
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             for src, *_, key, _threads, _parent, _strict in pending.values():
                 # A clip whose worker finished its shard before the pool broke is done; the others failed.
-                done = _up_to_date(src, corpus.root, out, key)
-                if done is not None and strict:
-                    done = _strict_failure(done)
+                done = _up_to_date(src, corpus.root, out, key, strict)
                 report(done or ClipRecord(src.clip_id, src.rel(corpus.root), "failed",
                                           error=f"{src.path}: a worker process died while extracting it ({reason}); "
                                           "run `mmemo extract` again"))  # fmt: skip

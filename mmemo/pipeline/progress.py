@@ -16,6 +16,14 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def resolve_mode(mode: str, stream: TextIO | None = None) -> str:
+    """ "auto" -> "bar" on a terminal, "lines" otherwise (logs, pipes); any other mode as it is."""
+    if mode != "auto":
+        return mode
+    stream = stream or sys.stderr
+    return "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+
+
 class Progress:
     """Counts finished clips and reports them.
 
@@ -27,8 +35,7 @@ class Progress:
 
     def __init__(self, total: int, mode: str = "auto", every_s: float = 10.0, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
+        mode = resolve_mode(mode, self.stream)
         self.total, self.mode, self.every_s = total, mode, every_s
         self.done = self.failed = 0
         self.media_s = 0.0

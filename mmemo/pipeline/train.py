@@ -46,7 +46,7 @@ from mmemo.model.checkpoint import (
 )
 from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
-from mmemo.pipeline.metrics import ccc, evaluate
+from mmemo.pipeline.metrics import ccc, evaluate, is_constant
 from mmemo.provenance import package_versions
 
 # Under SMALL_CORPUS_S of training media the default model is this small one (docs/training.md: on a 47-clip
@@ -145,8 +145,7 @@ def unscorable(val_clips: list[ClipRef], target: str) -> str | None:
         y, what = (np.concatenate(rows) if rows else np.zeros((0, 2))), "the validation labels are constant"
     if len(y) < 2:
         return f"{len(y)} labelled validation row(s)"
-    spread = np.ptp(y, axis=0)  # means of equal float32 labels differ by rounding only
-    if (spread <= 1e-6 * np.maximum(1.0, np.abs(y).max(0))).all():
+    if all(is_constant(y[:, k]) for k in range(y.shape[1])):  # means of equal labels differ by rounding only
         return what
     return None
 

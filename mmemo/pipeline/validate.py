@@ -13,9 +13,8 @@ from mmemo.data.shards import read_attrs, validate_shard
 from mmemo.errors import SchemaError
 
 
-def _check_listed(root: Path, row: pd.Series) -> list[str]:
-    """Problems of one manifest row whose clip was extracted: its shard exists, validates and agrees."""
-    path = root / row["shard"]
+def _check_listed(path: Path, row: pd.Series) -> list[str]:
+    """Problems of one manifest row whose clip was extracted: its shard ``path`` exists, validates and agrees."""
     if not path.exists():
         return [f"{path}: listed in the manifest but missing"]
     problems = validate_shard(path)
@@ -46,16 +45,16 @@ def validate_features_dir(features_dir: str | os.PathLike, jobs: int = 1) -> tup
     where = root / MANIFEST
     problems = [f"{where}: clip {c!r} is listed {n} times" for c, n in df["clip"].value_counts().items() if n > 1]
     good = manifest.extracted
-    rows = [row for _, row in good.iterrows()]
+    rows = [(manifest.shard_path(row), row) for _, row in good.iterrows()]
     if jobs > 1 and len(rows) > 1:
         from joblib import Parallel, delayed
 
-        found = Parallel(n_jobs=jobs)(delayed(_check_listed)(root, row) for row in rows)
+        found = Parallel(n_jobs=jobs)(delayed(_check_listed)(path, row) for path, row in rows)
     else:
-        found = [_check_listed(root, row) for row in rows]
+        found = [_check_listed(path, row) for path, row in rows]
     for p in found:
         problems += p
-    listed = {str(root / s) for s in good["shard"]}
+    listed = {str(path) for path, _ in rows}
     shard_dir = root / SHARD_DIR
     if shard_dir.exists():
         for path in sorted(shard_dir.rglob("*" + SHARD_SUFFIX)):
