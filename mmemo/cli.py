@@ -24,6 +24,7 @@ from mmemo.config import (
     LOSSES,
     PROGRESS_MODES,
     TARGETS,
+    VISUAL_INPUTS,
     ExtractConfig,
     TrainConfig,
 )
@@ -170,6 +171,21 @@ def main() -> None:
 )
 @click.option("--n-mels", type=click.IntRange(8, 256), default=EXTRACT.n_mels, show_default=True)
 @click.option("--n-mfcc", type=click.IntRange(1, 128), default=EXTRACT.n_mfcc, show_default=True)
+@click.option(
+    "--faces",
+    type=click.Choice(["on", "off"]),
+    default="on" if EXTRACT.faces else "off",
+    show_default=True,
+    help="Find, track and align the face in every clip with video (a crop per row beside the whole frames).",
+)
+@click.option(
+    "--face-size", type=click.IntRange(16, 1024), default=EXTRACT.face_size, show_default=True,
+    help="Side of the aligned face crop in pixels.",
+)  # fmt: skip
+@click.option(
+    "--face-every", type=click.IntRange(1, 250), default=EXTRACT.face_every, show_default=True,
+    help="Run the face detector on every k-th row (and on every row while the face is lost).",
+)  # fmt: skip
 @_jobs("Clips extracted in parallel (default: all cores).")
 @click.option(
     "--backend",
@@ -201,6 +217,9 @@ def extract(
     frame_codec: str,
     n_mels: int,
     n_mfcc: int,
+    faces: str,
+    face_size: int,
+    face_every: int,
     jobs: int | None,
     backend: str,
     scheduler: str | None,
@@ -223,6 +242,9 @@ def extract(
         frame_codec=frame_codec,
         n_mels=n_mels,
         n_mfcc=n_mfcc,
+        faces=faces == "on",
+        face_size=face_size,
+        face_every=face_every,
         **({"features": names} if names else {}),
     )
     summary = extract_corpus(
@@ -312,6 +334,11 @@ def _print_summary(summary) -> None:
     help="Pool the stored frames on every read instead of caching them at the model's size in FEATURES_DIR/cache.",
 )  # fmt: skip
 @click.option("--max-seq-len", type=click.IntRange(8, None), default=TRAIN.max_seq_len, show_default=True)
+@click.option(
+    "--visual", type=click.Choice(VISUAL_INPUTS), default=TRAIN.visual, show_default=True,
+    help="What the video branch sees: the aligned face (the whole frame in rows without one), the whole frame, or "
+    "auto: faces when a face was found in at least half of the training video rows.",
+)  # fmt: skip
 @click.option("--hidden", type=click.IntRange(8, None), help="Model width [256; 64 for small corpora].")
 @click.option("--layers", type=click.IntRange(1, None), help="Encoder layers per modality [4; 2 for small corpora].")
 @click.option("--heads", type=click.IntRange(1, None), help="Attention heads [8; 4 for small corpora].")
@@ -335,7 +362,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
           lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
           dropout: float | None, quiet: bool, progress: str, folds: int | None, seeds: int, target: str,
-          no_frame_cache: bool) -> None:  # fmt: skip
+          no_frame_cache: bool, visual: str) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
@@ -346,7 +373,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
                       group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
                       augment=not no_augment, max_seq_len=max_seq_len, target=target,
-                      frame_cache=not no_frame_cache)  # fmt: skip
+                      frame_cache=not no_frame_cache, visual=visual)  # fmt: skip
     sizes = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
     model = {k: v for k, v in sizes.items() if v is not None}  # the rest: the Trainer's size rule
     from mmemo.pipeline.progress import resolve_mode
@@ -577,11 +604,21 @@ def validate(features_dir: Path, jobs: int | None) -> None:
 
 @main.command()
 @_features_dir
-def inspect(features_dir: Path) -> None:
-    """Summarise a features directory: clips, hours, modalities, features, storage, failures."""
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw a contact sheet (PNG): sampled frames with the face box and landmarks beside the aligned crops.",
+)
+@click.option("--sheet-clips", type=click.IntRange(1, 50), default=6, show_default=True, help="Clips on the sheet.")
+def inspect(features_dir: Path, sheet: Path | None, sheet_clips: int) -> None:
+    """Summarise a features directory: clips, hours, modalities, features, faces, storage, failures."""
     from mmemo.pipeline.inventory import format_inventory, inventory
 
     click.echo(format_inventory(inventory(features_dir)))
+    if sheet is not None:
+        from mmemo.pipeline.sheet import contact_sheet
+
+        click.echo(f"contact sheet: {contact_sheet(features_dir, sheet, clips=sheet_clips)}")
 
 
 @main.command()

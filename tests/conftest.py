@@ -70,9 +70,12 @@ def small_run(demo_features, tmp_path_factory) -> Path:
     return run
 
 
-def save_untrained_run(run_dir: Path, *, audio: bool = True, video: bool = True, seed: int = 0) -> Path:
+def save_untrained_run(
+    run_dir: Path, *, audio: bool = True, video: bool = True, seed: int = 0, visual: str = "frames"
+) -> Path:
     """A run directory whose best.pt holds an untrained SMALL model with the default features (statistics 0 / 1):
-    what `mmemo train` would save, minus the training, for tests of what reads a run."""
+    what `mmemo train` would save, minus the training, for tests of what reads a run. ``visual``: what its video
+    branch reads ("frames" or "faces")."""
     import torch
 
     from mmemo.config import ExtractConfig
@@ -89,7 +92,7 @@ def save_untrained_run(run_dir: Path, *, audio: bool = True, video: bool = True,
     torch.save(
         {"version": CHECKPOINT_VERSION, "model": model.state_dict(), "model_config": model.cfg.to_dict(),
          "extract_config": ecfg.to_dict(), "feature_names": list(ecfg.features), "epoch": 0, "best": 0.0,
-         "feature_mean": torch.zeros(dim), "feature_std": torch.ones(dim)},
+         "feature_mean": torch.zeros(dim), "feature_std": torch.ones(dim), "visual": visual},
         run_dir / "best.pt",
     )  # fmt: skip
     return run_dir

@@ -111,9 +111,9 @@ def test_older_schema_is_refused_with_one_line(tmp_path):
     _write(path, np.random.default_rng(2))
     with h5py.File(path, "a") as h:
         h.attrs["schema_version"] = 0
-    with pytest.raises(SchemaError, match=r"schema version 0 is not 1; re-run `mmemo extract`"):
+    with pytest.raises(SchemaError, match=rf"schema version 0 is not {S.SCHEMA_VERSION}; re-run `mmemo extract`"):
         read_attrs(path)
-    assert validate_shard(path) == [f"{path}: shard schema version 0 is not 1; re-run `mmemo extract`"]
+    assert validate_shard(path) == [f"{path}: shard schema version 0 is not {S.SCHEMA_VERSION}; re-run `mmemo extract`"]
 
 
 def test_validate_finds_damage(tmp_path):

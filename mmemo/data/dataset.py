@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from mmemo import atomic
 from mmemo.data import schema as S
 from mmemo.data.features_dir import ClipRef, check_relative
-from mmemo.data.shards import open_shard, read_frames
+from mmemo.data.shards import has_faces, open_shard, read_faces, read_frames
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,56 @@ def pool_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+VISUALS = ("frames", "faces")  # what the video branch sees (mmemo.config.VISUAL_INPUTS less "auto")
+
+
+def visual_rows(frames: np.ndarray, crops: np.ndarray | None, face_mask: np.ndarray | None, size: int) -> np.ndarray:
+    """What the video branch sees in each row, (n, size, size, 3) uint8: the aligned face crop where a face was
+    found (``face_mask``), the whole frame where not (a back of a head, a scene, a cartoon), both pooled to
+    ``size``. With ``crops`` None: the whole frames.
+
+    Args:
+        frames: (n, S, S, 3) uint8; crops: (n, F, F, 3) uint8 or None; face_mask: (n,) bool or None.
+    """
+    out = pool_frames(frames, size)
+    if crops is not None and face_mask is not None and face_mask.any():
+        out = np.array(out)  # pool_frames may hand back its input: never write into the caller's frames
+        out[face_mask] = pool_frames(crops[face_mask], size)
+    return out
+
+
+def read_visual(h5: h5py.File, visual: str, size: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows ``[start, stop)`` of what the video branch sees (``visual_rows``) read from a shard."""
+    frames = read_frames(h5, start, stop)
+    if visual == "faces" and has_faces(h5):
+        crops, mask = read_faces(h5, start, stop)
+        return visual_rows(frames, crops, mask, size)
+    return pool_frames(frames, size)
+
+
+def face_share(clips: list[ClipRef]) -> float | None:
+    """Share of the clips' video rows with a face found; None when none of the shards holds faces."""
+    rows = found = 0
+    any_faces = False
+    for c in clips:
+        with open_shard(c.path) as h5:
+            if S.VIDEO not in h5 or not has_faces(h5):
+                continue
+            any_faces = True
+            video = h5[S.VIDEO_MASK][()]
+            rows += int(video.sum())
+            found += int((h5[S.FACE_MASK][()] & video).sum())
+    if not any_faces:
+        return None
+    return found / rows if rows else 0.0
+
+
 POOL_BLOCK = 256  # rows pooled at a time while a cache file is built (bounded memory for any clip length)
 
 
-def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path) -> np.ndarray | None:
-    """The clip's frames pooled to ``size``, as a read-only memory map of ``cache_dir/frames-SIZE/<clip>.npy``.
+def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path, visual: str = "frames") -> np.ndarray | None:
+    """The clip's frames pooled to ``size``, as a read-only memory map of ``cache_dir/frames-SIZE/<clip>.npy``
+    (``visual`` "faces": what ``visual_rows`` gives, in ``cache_dir/faces-SIZE``).
 
     Pooling a 224-px frame to 56 px costs more CPU than training a small model on it, and every epoch paid it
     again: the first reader of a clip writes its pooled frames once (``*.partial`` then rename, so readers in
@@ -92,7 +137,7 @@ def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path) -> np
     The bytes are those ``pool_frames`` gives. Returns None (the caller pools as it reads) when the cache
     cannot be written, e.g. a read-only features directory; that is said once per process.
     """
-    path = cache_dir / f"frames-{size}" / f"{check_relative(ref.clip_id, str(ref.path))}.npy"
+    path = cache_dir / f"{visual}-{size}" / f"{check_relative(ref.clip_id, str(ref.path))}.npy"
     try:
         if path.exists() and path.stat().st_mtime_ns >= Path(ref.path).stat().st_mtime_ns:
             return np.load(path, mmap_mode="r")
@@ -101,7 +146,7 @@ def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path) -> np
         with atomic.atomic_path(path, unique=True) as tmp:  # per process: workers may build the same clip
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(T, size, size, 3))
             for r0 in range(0, T, POOL_BLOCK):
-                out[r0 : r0 + POOL_BLOCK] = pool_frames(read_frames(h5, r0, min(T, r0 + POOL_BLOCK)), size)
+                out[r0 : r0 + POOL_BLOCK] = read_visual(h5, visual, size, r0, min(T, r0 + POOL_BLOCK))
             out.flush()
             del out
         return np.load(path, mmap_mode="r")
@@ -132,9 +177,14 @@ class ShardDataset(Dataset):
         augment: Augment | None = None,
         seed: int = 0,
         frame_cache: str | os.PathLike | None = None,
+        visual: str = "frames",
     ) -> None:
         """``frame_cache``: a directory for each clip's frames pooled to ``video_size`` (see ``pooled_frames``);
-        None reads and pools the stored frames on every access."""
+        None reads and pools the stored frames on every access. ``visual``: "frames" (the whole picture) or
+        "faces" (the aligned face where one was found, the whole picture where not: ``visual_rows``)."""
+        if visual not in VISUALS:
+            raise ValueError(f"visual {visual!r} is not one of {VISUALS}")
+        self.visual = visual
         self.clips, self.names = clips, list(feature_names)
         self.frame_cache = Path(frame_cache) if frame_cache is not None else None
         self._pooled: dict[int, np.ndarray | None] = {}
@@ -183,11 +233,11 @@ class ShardDataset(Dataset):
         """Rows [start, stop) of clip ``ci``'s frames at ``video_size``: from the cache when there is one."""
         if self.frame_cache is not None:
             if ci not in self._pooled:
-                self._pooled[ci] = pooled_frames(h5, self.clips[ci], self.video_size, self.frame_cache)
+                self._pooled[ci] = pooled_frames(h5, self.clips[ci], self.video_size, self.frame_cache, self.visual)
             cached = self._pooled[ci]
             if cached is not None:
                 return np.array(cached[start:stop])
-        return pool_frames(read_frames(h5, start, stop), self.video_size)
+        return read_visual(h5, self.visual, self.video_size, start, stop)
 
     def __getitem__(self, index: int) -> dict:
         epoch = index // len(self.items)

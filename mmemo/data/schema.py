@@ -10,6 +10,13 @@ process::
     /video/frames_jpeg        (T,)            vlen uint8  one JPEG per row (frame_codec "jpegNN")
     /video/mask               (T,)            bool     a source frame is on screen in row t
     /video/source_time        (T,)            float64  presentation time (s) of the source frame shown in row t
+    /faces/crops              (T, F, F, 3)    uint8    the aligned face (F = face_size), stored as the frames are
+    /faces/crops_jpeg         (T,)            vlen uint8  (or one JPEG per row, frame_codec "jpegNN")
+    /faces/mask               (T,)            bool     a face is there in row t (crop black where not: masked)
+    /faces/boxes              (T, 4)          float32  x0, y0, x1, y1 in display pixels of the source, NaN if none
+    /faces/landmarks          (T, 5, 2)       float32  eyes, nose tip, mouth corners (x, y), NaN if none
+    /faces/scores             (T,)            float32  the detector's score (interpolated between its runs)
+                              attrs: FACE_ATTRS (size, detector, every, detections, multi, follows)
     /audio/features/<name>    (T, D_name)     float32  one dataset per registered audio feature
     /audio/mask               (T,)            bool     row t holds decoded audio
     /labels/valence           (T,)            float32  NaN where unlabelled
@@ -18,15 +25,21 @@ process::
     /meta                     attrs: feature_config (JSON), config_hash, mmemo_version, versions (JSON)
 
 ``/video`` is absent for audio-only clips, ``/audio`` for video-only clips and ``/labels`` for unlabelled
-clips; ``modalities`` in the root attrs says which are present. The feature configuration lives in ``/meta``
-rather than on the root so that the clip's own string attributes name only the clip.
+clips; ``modalities`` in the root attrs says which are present. ``/faces`` is there for every clip with video
+extracted with faces on (``mmemo extract --faces on``, the default), even when no face was found (all masked).
+
+Schema history: version 2 added ``/faces``. Version 1 shards are still read, as clips without faces; ``mmemo
+extract`` re-extracts them on its next run over the same directory (the schema version is part of each clip's key).
+The feature configuration lives in ``/meta`` rather than on the root so that the clip's own string attributes name
+only the clip.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what readers accept (a version 1 shard has no /faces)
 
 TIMESTAMPS = "timestamps"
 VIDEO = "video"
@@ -34,6 +47,13 @@ FRAMES = "video/frames"
 FRAMES_JPEG = "video/frames_jpeg"
 VIDEO_MASK = "video/mask"
 SOURCE_TIME = "video/source_time"
+FACES = "faces"
+FACE_CROPS = "faces/crops"
+FACE_CROPS_JPEG = "faces/crops_jpeg"
+FACE_MASK = "faces/mask"
+FACE_BOXES = "faces/boxes"
+FACE_LANDMARKS = "faces/landmarks"
+FACE_SCORES = "faces/scores"
 AUDIO = "audio"
 AUDIO_FEATURES = "audio/features"
 AUDIO_MASK = "audio/mask"
@@ -86,6 +106,16 @@ META_ATTRS: dict[str, type] = {
     "versions": str,
 }
 
+# Attributes of /faces: how the faces were found, and what the detector saw.
+FACE_ATTRS: dict[str, type] = {
+    "size": int,  # F
+    "detector": str,  # e.g. "retinaface-mobilenet0.25"
+    "every": int,  # the detector ran on every k-th row (and every row while the face was lost)
+    "detections": int,  # detector runs
+    "multi": int,  # runs that found more than one face (several people in the clip)
+    "follows": int,  # faces followed one after the other (1: one person throughout; 0: no face at all)
+}
+
 # The one-value-per-row datasets: path -> dtype, each of shape (T,).
 PER_ROW = {
     TIMESTAMPS: np.float64,
@@ -95,6 +125,8 @@ PER_ROW = {
     VALENCE: np.float32,
     AROUSAL: np.float32,
     LABEL_MASK: np.bool_,
+    FACE_MASK: np.bool_,
+    FACE_SCORES: np.float32,
 }
 
 

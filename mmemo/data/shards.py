@@ -45,6 +45,7 @@ class ShardWriter:
         self.codec = check_frame_codec(codec)
         self.h5: h5py.File | None = None
         self.n_frames = 0
+        self.n_faces = 0
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[Future] = deque()
 
@@ -88,29 +89,62 @@ class ShardWriter:
         self._drain(_MAX_PENDING_CHUNKS)
 
     def _create_frames(self) -> None:
-        s = self.frame_size
+        self._create_images(S.FRAMES, S.FRAMES_JPEG, self.frame_size)
+
+    def _create_images(self, name: str, jpeg_name: str, s: int) -> None:
         if codecs.is_jpeg(self.codec):
             self.h5.create_dataset(
-                S.FRAMES_JPEG, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(256,)
+                jpeg_name, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(256,)
             )
         else:
             self.h5.create_dataset(
-                S.FRAMES, shape=(0, s, s, 3), maxshape=(None, s, s, 3), dtype=np.uint8,
+                name, shape=(0, s, s, 3), maxshape=(None, s, s, 3), dtype=np.uint8,
                 chunks=(S.FRAME_CHUNK, s, s, 3), **codecs.dataset_options(self.codec),
             )  # fmt: skip
 
     def _write_frames(self, start: int, chunk: np.ndarray) -> None:
+        self._write_images(S.FRAMES, S.FRAMES_JPEG, start, chunk)
+
+    def _write_images(self, name: str, jpeg_name: str, start: int, chunk: np.ndarray) -> None:
         end = start + len(chunk)
         if codecs.is_jpeg(self.codec):
             blobs = codecs.encode_jpeg(chunk, codecs.jpeg_quality(self.codec))
-            ds = self.h5[S.FRAMES_JPEG]
+            ds = self.h5[jpeg_name]
             ds.resize(end, axis=0)
             for i, b in enumerate(blobs):
                 ds[start + i] = b
         else:
-            ds = self.h5[S.FRAMES]
+            ds = self.h5[name]
             ds.resize(end, axis=0)
             ds[start:end] = chunk
+
+    def append_faces(self, chunk) -> None:
+        """Append a ``mmemo.features.clip.FaceChunk`` (its rows must follow the last ones written): the crops are
+        compressed and written in the background like the frames, the per-row arrays at once."""
+        n = len(chunk.mask)
+        if S.FACES not in self.h5:
+            self._create_images(S.FACE_CROPS, S.FACE_CROPS_JPEG, chunk.crops.shape[1])
+            for name, shape, dtype in (
+                (S.FACE_MASK, (), np.bool_),
+                (S.FACE_BOXES, (4,), np.float32),
+                (S.FACE_LANDMARKS, (5, 2), np.float32),
+                (S.FACE_SCORES, (), np.float32),
+            ):
+                self.h5.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                       chunks=(S.FEATURE_CHUNK, *shape))  # fmt: skip
+            self.n_faces = 0
+        if chunk.start != self.n_faces:
+            raise ValueError(f"face rows from {chunk.start} after {self.n_faces} rows written")
+        for name, data in ((S.FACE_MASK, chunk.mask), (S.FACE_BOXES, chunk.boxes),
+                           (S.FACE_LANDMARKS, chunk.landmarks), (S.FACE_SCORES, chunk.scores)):  # fmt: skip
+            ds = self.h5[name]
+            ds.resize(self.n_faces + n, axis=0)
+            ds[self.n_faces :] = data
+        self._pending.append(
+            self._pool.submit(self._write_images, S.FACE_CROPS, S.FACE_CROPS_JPEG, self.n_faces, chunk.crops)
+        )
+        self.n_faces += n
+        self._drain(_MAX_PENDING_CHUNKS)
 
     def append_rows(self, name: str, first_row: int, rows: np.ndarray) -> None:
         """Write rows ``(n, D)`` at ``first_row`` of a growing (T, D) dataset (the audio feature stream's sink)."""
@@ -135,6 +169,12 @@ class ShardWriter:
         data = np.asarray(data, dtype=dtype)
         self.h5.create_dataset(name, data=data, chunks=True if data.ndim and data.size else None)
 
+    def set_group_attrs(self, group: str, attrs: dict) -> None:
+        """Attributes of ``group`` (the /faces summary), typed by the schema's FACE_ATTRS."""
+        g = self.h5.require_group(group)
+        for k, v in attrs.items():
+            g.attrs[k] = S.FACE_ATTRS[k](v)
+
     def set_attrs(self, root: dict, meta: dict) -> None:
         for k, v in root.items():
             self.h5.attrs[k] = (S.ROOT_ATTRS.get(k) or S.OPTIONAL_ROOT_ATTRS[k])(v)
@@ -158,6 +198,11 @@ class ClipData:
     valence: np.ndarray | None = None  # (T,)
     arousal: np.ndarray | None = None  # (T,)
     label_mask: np.ndarray | None = None  # (T,)
+    faces: np.ndarray | None = None  # (T, F, F, 3) uint8 aligned face crops (only when frames are asked for)
+    face_mask: np.ndarray | None = None  # (T,) bool; None: the shard holds no faces
+    face_boxes: np.ndarray | None = None  # (T, 4)
+    face_landmarks: np.ndarray | None = None  # (T, 5, 2)
+    face_scores: np.ndarray | None = None  # (T,)
 
     @property
     def clip_id(self) -> str:
@@ -194,7 +239,7 @@ def open_shard(path: str | os.PathLike) -> h5py.File:
     except OSError as e:
         raise SchemaError(f"{path}: not a readable HDF5 shard ({e})") from None
     version = h5.attrs.get("schema_version")
-    if version != S.SCHEMA_VERSION:
+    if version not in S.READABLE_VERSIONS:
         h5.close()
         raise SchemaError(f"{path}: shard schema version {version} is not {S.SCHEMA_VERSION}; re-run `mmemo extract`")
     return h5
@@ -215,6 +260,19 @@ def read_frames(h5: h5py.File, start: int = 0, stop: int | None = None) -> np.nd
     return codecs.decode_jpeg(ds[start:stop], size)
 
 
+def has_faces(h5: h5py.File) -> bool:
+    """Whether the shard holds faces (extracted with faces on, and the clip has video)."""
+    return S.FACES in h5
+
+
+def read_faces(h5: h5py.File, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[start, stop)`` of a shard's face crops (n, F, F, 3) uint8 and mask (n,) bool (black where False)."""
+    mask = h5[S.FACE_MASK][start:stop]
+    if S.FACE_CROPS in h5:
+        return h5[S.FACE_CROPS][start:stop], mask
+    return codecs.decode_jpeg(h5[S.FACE_CROPS_JPEG][start:stop], int(h5[S.FACES].attrs["size"])), mask
+
+
 def read_clip(path: str | os.PathLike, *, frames: bool = True) -> ClipData:
     """Read a whole clip back (frames only when ``frames``; they are the large part)."""
     with open_shard(path) as h5:
@@ -231,6 +289,11 @@ def read_clip(path: str | os.PathLike, *, frames: bool = True) -> ClipData:
             clip.source_time = h5[S.SOURCE_TIME][()]
             if frames:
                 clip.frames = read_frames(h5)
+        if has_faces(h5):
+            clip.face_mask, clip.face_scores = h5[S.FACE_MASK][()], h5[S.FACE_SCORES][()]
+            clip.face_boxes, clip.face_landmarks = h5[S.FACE_BOXES][()], h5[S.FACE_LANDMARKS][()]
+            if frames:
+                clip.faces = read_faces(h5)[0]
         if S.LABELS in h5:
             clip.valence, clip.arousal = h5[S.VALENCE][()], h5[S.AROUSAL][()]
             clip.label_mask = h5[S.LABEL_MASK][()]
@@ -269,6 +332,8 @@ def validate_shard(path: str | os.PathLike) -> list[str]:
                 problems.append(f"{path}: modalities say {sorted(mods)} but /{mod} is {state}")
         if S.VIDEO in h5:
             problems += _check_frames(h5, path, T)
+        if S.FACES in h5:
+            problems += _check_faces(h5, path, T)
         if S.AUDIO in h5:
             config = json.loads(_attr(h5[S.META].attrs.get("feature_config", "{}")))
             expected = set(config.get("features", []))
@@ -301,3 +366,26 @@ def _check_frames(h5: h5py.File, path: Path, T: int) -> list[str]:
     except (OSError, ValueError) as e:
         return [f"{path}: frames unreadable near row {i} ({str(e).splitlines()[0]})"]
     return []
+
+
+def _check_faces(h5: h5py.File, path: Path, T: int) -> list[str]:
+    """Shapes of the face arrays, coordinates where (and only where) a face is, every crop chunk readable."""
+    problems = []
+    for name, shape in ((S.FACE_BOXES, (T, 4)), (S.FACE_LANDMARKS, (T, 5, 2))):
+        if name not in h5 or h5[name].shape != shape:
+            problems.append(f"{path}: /{name} is {h5[name].shape if name in h5 else 'missing'}, expected {shape}")
+    crops = S.FACE_CROPS if S.FACE_CROPS in h5 else S.FACE_CROPS_JPEG
+    if crops not in h5 or len(h5[crops]) != T:
+        problems.append(f"{path}: /{crops} does not hold {T} rows")
+    if problems or S.FACE_MASK not in h5:
+        return problems
+    mask = h5[S.FACE_MASK][()]
+    boxes = h5[S.FACE_BOXES][()]
+    if not np.isfinite(boxes[mask]).all() or np.isfinite(boxes[~mask]).any():
+        problems.append(f"{path}: face boxes are not finite exactly where /faces/mask says a face is")
+    try:
+        for i in range(0, T, 256):
+            read_faces(h5, i, min(T, i + 256))
+    except Exception as e:
+        problems.append(f"{path}: face crops unreadable near row {i} ({str(e).splitlines()[0]})")
+    return problems

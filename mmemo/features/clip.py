@@ -8,14 +8,95 @@ grow with the clip's length.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from mmemo.config import ExtractConfig
 from mmemo.features.audio import AudioFeatureStream, FeatureCollector, FeatureSink
+from mmemo.features.faces import FaceOptions, FaceRow, FaceTracker
 from mmemo.media.decode import DecodedMedia, decode_media
 from mmemo.media.grid import FrameSink
+
+
+@dataclass
+class FaceChunk:
+    """Grid rows ``[start, start + n)`` of a clip's face (``mmemo.features.faces``); absent rows are masked (their
+    crop black, their coordinates NaN): never a face."""
+
+    start: int
+    crops: np.ndarray  # (n, S, S, 3) uint8, S = face_size
+    mask: np.ndarray  # (n,) bool: a face is there
+    boxes: np.ndarray  # (n, 4) float32 x0, y0, x1, y1 in display pixels of the source
+    landmarks: np.ndarray  # (n, 5, 2) float32: eyes, nose tip, mouth corners (x, y)
+    scores: np.ndarray  # (n,) float32: the detector's score, interpolated between detection rows
+
+
+FaceSink = Callable[[FaceChunk], None]
+_DETECTOR: list = []  # one detector per process (its ONNX session costs ~50 ms to build)
+
+
+def face_detector():
+    """This process's face detector (built on first use; a one-line ConfigError when it cannot be)."""
+    if not _DETECTOR:
+        from mmemo.features.detector import RetinaFace
+
+        _DETECTOR.append(RetinaFace(threads=1))  # extraction runs one process per core
+    return _DETECTOR[0]
+
+
+def face_options(cfg: ExtractConfig) -> FaceOptions:
+    return FaceOptions(size=cfg.face_size, every=cfg.face_every)
+
+
+class FaceStream:
+    """Feeds a FaceTracker one picture per grid row and hands its rows on in chunks of ``chunk`` rows."""
+
+    def __init__(self, cfg: ExtractConfig, sink: FaceSink, chunk: int = 16, detector=None) -> None:
+        self.tracker = FaceTracker(detector or face_detector(), face_options(cfg))
+        self.sink, self.chunk, self.size = sink, chunk, cfg.face_size
+        self.rows: list[FaceRow] = []
+        self.n_rows = self.n_present = 0
+
+    def push(self, picture) -> None:
+        self._take(self.tracker.push(picture))
+
+    def finish(self) -> dict:
+        """Flush every row; returns the clip's face summary (rows, rows with a face, detector runs, ...)."""
+        self._take(self.tracker.finish())
+        self._flush()
+        t = self.tracker
+        return {"rows": self.n_rows, "present": self.n_present, "detections": t.n_detections, "multi": t.multi,
+                "follows": t.follows}  # fmt: skip
+
+    def _take(self, rows: list[FaceRow]) -> None:
+        self.rows.extend(rows)
+        while len(self.rows) >= self.chunk:
+            self._flush(self.chunk)
+
+    def _flush(self, n: int | None = None) -> None:
+        rows, self.rows = (self.rows[:n], self.rows[n:]) if n is not None else (self.rows, [])
+        if not rows:
+            return
+        s = self.size
+        crops = np.zeros((len(rows), s, s, 3), np.uint8)
+        for i, r in enumerate(rows):
+            if r.present:
+                crops[i] = r.crop
+        mask = np.array([r.present for r in rows], bool)
+        self.n_rows += len(rows)
+        self.n_present += int(mask.sum())
+        self.sink(
+            FaceChunk(
+                rows[0].row,
+                crops,
+                mask,
+                np.stack([r.box for r in rows]),
+                np.stack([r.landmarks for r in rows]),
+                np.array([r.score for r in rows], np.float32),
+            )
+        )
 
 
 def featurise(
@@ -25,14 +106,17 @@ def featurise(
     audio_path: str | os.PathLike | None = None,
     on_frames: FrameSink,
     on_features: FeatureSink,
+    on_faces: FaceSink | None = None,
     chunk_frames: int = 16,
     threads: int = 0,
 ) -> DecodedMedia:
-    """Decode ``path`` onto the grid, sending frame chunks to ``on_frames`` and feature rows to ``on_features``.
+    """Decode ``path`` onto the grid, sending frame chunks to ``on_frames``, feature rows to ``on_features`` and,
+    when ``cfg.faces`` and the clip has video, face chunks to ``on_faces`` (its summary in ``face_stats``).
 
     Feature rows past the returned ``n_frames`` may be sent (audio that outlasts the video); sinks drop them.
     """
     stream = AudioFeatureStream(cfg, on_features)
+    faces = FaceStream(cfg, on_faces, chunk_frames) if cfg.faces and on_faces is not None else None
     dec = decode_media(
         path,
         audio_path=audio_path,
@@ -44,9 +128,14 @@ def featurise(
         on_audio=stream.push,
         chunk_frames=chunk_frames,
         threads=threads,
+        on_picture=faces.push if faces is not None else None,
     )
     if dec.has_audio:
         stream.finish(dec.n_frames)
+    if faces is not None and dec.has_video:
+        dec.face_stats = faces.finish()
+        if dec.face_stats["rows"] != dec.n_frames:
+            raise AssertionError(f"{dec.face_stats['rows']} face rows for {dec.n_frames} rows")
     return dec
 
 
@@ -57,6 +146,7 @@ class ClipArrays:
     media: DecodedMedia
     frames: np.ndarray | None  # (T, S, S, 3) uint8, None without video
     features: dict[str, np.ndarray]  # name -> (T, D) float32, empty without audio
+    faces: FaceChunk | None = None  # every row's face (start 0), None without video or with faces off
 
 
 def featurise_in_memory(
@@ -64,8 +154,17 @@ def featurise_in_memory(
 ) -> ClipArrays:
     """``featurise`` into memory: the same numbers ``mmemo extract`` writes, for prediction and tests."""
     chunks: list[np.ndarray] = []
+    face_chunks: list[FaceChunk] = []
     sink = FeatureCollector()
-    dec = featurise(path, cfg, audio_path=audio_path, on_frames=chunks.append, on_features=sink)
+    dec = featurise(path, cfg, audio_path=audio_path, on_frames=chunks.append, on_features=sink,
+                    on_faces=face_chunks.append)  # fmt: skip
     frames = np.concatenate(chunks) if chunks else None
     features = sink.arrays(dec.n_frames) if dec.has_audio else {}
-    return ClipArrays(dec, frames if dec.has_video else None, features)
+    faces = join_faces(face_chunks) if face_chunks else None
+    return ClipArrays(dec, frames if dec.has_video else None, features, faces)
+
+
+def join_faces(chunks: list[FaceChunk]) -> FaceChunk:
+    """Consecutive chunks as one."""
+    return FaceChunk(chunks[0].start, *(np.concatenate([getattr(c, k) for c in chunks])
+                                        for k in ("crops", "mask", "boxes", "landmarks", "scores")))  # fmt: skip

@@ -1,30 +1,32 @@
-"""Faces on the grid: from per-frame detections to one tracked, smoothed, aligned face per row (issue 13, part 1).
+"""Faces on the grid: from a face detector run on a schedule to one tracked, smoothed, aligned face per row.
 
-This module is the post-processing that sits behind any face detector. A detector is a callable
-``frame (H, W, 3) uint8 RGB -> list[Detection]`` giving, per face, a box, five landmarks (left eye, right eye,
-nose tip, left and right mouth corners, in the picture's own left/right) and a score. What happens next is mmemo's:
+This module is what sits behind any face detector. A detector is a callable ``rgb (H, W, 3) uint8 ->
+list[Detection]`` giving, per face, a box, five landmarks (left eye, right eye, nose tip, left and right mouth
+corners, in the picture's own left/right) and a score (``mmemo.features.detector.RetinaFace``). What happens next
+is mmemo's, in ``FaceTracker`` (its docstring has the rules):
 
-1. **Schedule**: detection runs on every ``every``-th row and on any row where the face being followed was not
-   found on the previous detection (``DetectionSchedule``), not on every frame.
-2. **Tracks**: detections of consecutive detection rows are linked greedily by box overlap (IoU >= ``min_iou``);
-   a track survives ``max_gap`` rows without a detection (a hand in front of the face, a turn of the head), then
-   ends (``link_tracks``).
-3. **Primary face**: one track per clip, the one with the largest sum over rows of its box area: the largest face
-   present longest (``primary_track``). Other people are left out; a clip with several is reported by the count.
-4. **Rows between detections** get their box and landmarks interpolated linearly from the detections around them
-   (only inside a track, never across its gaps), then a centred moving average over ``smooth`` rows steadies the
-   crop (``track_rows``). Rows outside the track have no face: masked, never filled.
-5. **Alignment**: the similarity transform (rotation, uniform scale, translation) that takes the five landmarks to
-   a canonical template in least squares (Umeyama 1991) maps the frame to a ``size x size`` crop
+1. **Schedule**: the detector runs on every ``every``-th row, and on every row for a while after the followed
+   face was lost; never on every frame of a clip without a face.
+2. **Which face**: the largest face at the first detection is followed from row to row by box overlap, through
+   occlusions of up to ``max_gap`` rows; other people are not cropped, only counted.
+3. **Rows between detections** are interpolated; the rows where a face appears or disappears between two scheduled
+   detections are found by looking at each of them; a centred moving average steadies the crop. Rows without the
+   face are absent: masked, never filled.
+4. **Alignment**: the similarity transform (rotation, uniform scale, translation) that takes the five landmarks to
+   a canonical template in least squares (Umeyama 1991) maps the picture to a ``size x size`` crop
    (``similarity_transform``, ``warp_affine``, ``align_face``).
 
-No torch and no detector here: everything is NumPy, so it is tested with known answers (a known transform undone,
-an occlusion bridged) and runs in extraction workers.
+The same tracker serves a file (extraction, prediction: every row is given back in order) and a live source (rows
+come back at most ``every + smooth // 2`` rows after they went in). No torch and no detector here: NumPy only, so
+it is tested with known answers (a known transform undone, an occlusion bridged, the exact rows of a cut) and runs
+in extraction workers and in the live decoder's thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -109,7 +111,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> tup
     return warp_affine(image, m, size), m
 
 
-# ------------------------------------------------------------------------------------------------- tracks
+# ------------------------------------------------------------------------------------------------- tracking
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two (4,) x0, y0, x1, y1 boxes."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -119,121 +121,264 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+class Picture(Protocol):
+    """One source picture as the tracker needs it, in display coordinates (after rotation and pixel aspect).
+
+    ``mmemo.media.picture.FramePicture`` serves a decoded video frame; ``ArrayPicture`` an RGB array (tests)."""
+
+    def small(self, max_side: int) -> tuple[np.ndarray, float, float]:
+        """(rgb (h, w, 3) uint8 with max(h, w) <= max_side, sx, sy): display x = small x * sx, y = small y * sy."""
+        ...
+
+    def warp(self, m: np.ndarray, size: int) -> np.ndarray:
+        """(size, size, 3) uint8: the picture mapped by ``m`` (2, 3), display -> crop coordinates (``warp_affine``)."""
+        ...
+
+
+class ArrayPicture:
+    """A ``Picture`` over an (H, W, 3) uint8 RGB array (no rotation, square pixels)."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+
+    def small(self, max_side: int) -> tuple[np.ndarray, float, float]:
+        h, w = self.rgb.shape[:2]
+        step = max(1, -(-max(h, w) // max_side))  # integer decimation: tests need exact coordinates, not beauty
+        return self.rgb[::step, ::step], float(step), float(step)
+
+    def warp(self, m: np.ndarray, size: int) -> np.ndarray:
+        return warp_affine(self.rgb, m, size)
+
+
+Detector = Callable[[np.ndarray], list[Detection]]  # rgb (h, w, 3) uint8 -> faces in its pixels
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """How faces are found and cropped (``mmemo extract --faces on --face-size S``; saved with the features)."""
+
+    size: int = 112  # side of the aligned crop (the 112-px template scaled)
+    every: int = 5  # detect on every k-th row (and on every row while the face is lost)
+    detect_size: int = 320  # the detector sees the picture scaled so that its long side is this (never up)
+    min_iou: float = 0.3  # a detection continues the followed face if its box overlaps the last one this much
+    max_gap: int = 25  # rows a followed face may be missing (an occlusion) and still be the same face after
+    smooth: int = 5  # centred moving average over this many rows of the box and landmarks (odd; 1 = none)
+
+
 @dataclass
-class Track:
-    """One face followed over rows: its detections by row."""
+class FaceRow:
+    """The face of one grid row: ``present`` False means no face (``crop`` None, the arrays NaN)."""
 
-    id: int
-    rows: list[int] = field(default_factory=list)
-    detections: list[Detection] = field(default_factory=list)
-
-    @property
-    def last_row(self) -> int:
-        return self.rows[-1]
-
-    def weight(self) -> float:
-        """Sum over its detection rows of the box area: large and long-present faces weigh most."""
-        return sum(d.area for d in self.detections)
+    row: int
+    present: bool
+    crop: np.ndarray | None  # (S, S, 3) uint8
+    box: np.ndarray  # (4,) float32, display pixels
+    landmarks: np.ndarray  # (5, 2) float32, display pixels
+    score: float  # the detector's score, interpolated between detection rows
 
 
-class DetectionSchedule:
-    """Which rows to run the detector on: every ``every``-th row, and the row after any detection that lost the
-    face being followed (so a face coming back is found at once, not up to ``every`` rows later)."""
-
-    def __init__(self, every: int = 5) -> None:
-        if every < 1:
-            raise ValueError(f"every {every} must be at least 1")
-        self.every, self.retry = every, False
-
-    def due(self, row: int) -> bool:
-        return self.retry or row % self.every == 0
-
-    def found(self, any_face: bool) -> None:
-        """Tell the schedule what the last detection found."""
-        self.retry = not any_face
+_NAN_VALS = np.full(15, np.nan)  # box (4), landmarks (10), score (1): one row's raw values
 
 
-def link_tracks(detections: dict[int, list[Detection]], *, min_iou: float = 0.3, max_gap: int = 25) -> list[Track]:
-    """Tracks from ``detections`` (row -> the faces found there, for the rows the detector ran on).
+def _pack(d: Detection) -> np.ndarray:
+    return np.concatenate([np.asarray(d.box, np.float64), np.ravel(d.landmarks), [d.score]])
 
-    At each row in order, each open track takes the unclaimed detection that overlaps its last box most (IoU at
-    least ``min_iou``; the track with the largest overlap chooses first); a track whose last detection is more
-    than ``max_gap`` rows back is closed; a detection no track takes opens a new track.
+
+class FaceTracker:
+    """The face of every grid row, from a detector run on a schedule: fed one row at a time, gives rows back in
+    order a few rows later. The same object serves a file (extraction, prediction) and a live source.
+
+    - **Schedule**: the detector runs on every ``every``-th row, and on every row while the followed face is
+      missing, so a face that comes back is found at once.
+    - **Which face**: the *followed face* is the largest face at the first detection; later detections continue it
+      when their box overlaps its last one (IoU >= ``min_iou``, or for a lone face, a centre within one face width:
+      a quick turn). Missing for more than ``max_gap`` rows, it is let go and the largest face found next is
+      followed. Other people are not cropped; how often the detector saw more than one face is counted
+      (``multi``), so a clip with several people is reported as such.
+    - **Rows between detections**: a face found on two consecutive detection rows is interpolated linearly
+      between them; a face lost between them is looked for on each row in between (only then), so the rows
+      where it is gone are known exactly, never guessed. Rows without it are absent: never filled.
+    - **Smoothing**: a centred moving average of ``smooth`` rows over each run of present rows (shorter at a
+      run's ends) steadies the box and landmarks, so the crop does not jitter.
+    - **Alignment**: each present row's picture is warped by the similarity transform taking its (smoothed)
+      landmarks to the template, into a ``size x size`` crop.
+
+    A row is given back once it is decided and ``smooth // 2`` rows after it are: at most ``every + smooth // 2``
+    rows after it was pushed (a live source's added latency: 7 rows, 0.28 s, by default).
     """
-    tracks: list[Track] = []
-    open_: list[Track] = []
-    for row in sorted(detections):
-        open_ = [t for t in open_ if row - t.last_row <= max_gap]
-        dets = list(detections[row])
-        pairs = sorted(
-            ((iou(t.detections[-1].box, d.box), ti, di) for ti, t in enumerate(open_) for di, d in enumerate(dets)),
-            reverse=True,
+
+    def __init__(self, detector: Detector, options: FaceOptions | None = None) -> None:
+        self.detector, self.opt = detector, options or FaceOptions()
+        if self.opt.every < 1 or self.opt.smooth < 1 or self.opt.size < 8:
+            raise ValueError(f"face options out of range: {self.opt}")
+        self.t = 0  # rows pushed
+        self.pending: list[list] = []  # [row, picture, state ("?", "y", "n"), vals (15,)] not given back yet
+        self.history: list[tuple[int, np.ndarray | None]] = []  # the last rows given back: (row, vals or None)
+        self.last_det: int | None = None  # row of the last detection
+        self.last_hit: int | None = None  # row where the followed face was last found
+        self.followed: np.ndarray | None = None  # its last box
+        self.n_detections = 0  # detector runs
+        self.multi = 0  # detector runs that found more than one face
+        self.follows = 0  # faces followed (a new one after each loss beyond max_gap)
+        self._cache: tuple[object, list[Detection]] | None = None
+
+    # -- detection
+    def _run(self, picture: Picture) -> list[Detection]:
+        if self._cache is not None and self._cache[0] is picture:  # a source frame shown on several rows
+            return self._cache[1]
+        rgb, sx, sy = picture.small(self.opt.detect_size)
+        scale = np.array([sx, sy])
+        found = [
+            Detection(np.asarray(d.box, np.float64) * np.tile(scale, 2), np.asarray(d.landmarks) * scale, d.score)
+            for d in self.detector(rgb)
+        ]
+        self.n_detections += 1
+        self.multi += len(found) > 1
+        self._cache = (picture, found)
+        return found
+
+    def _match(self, found: list[Detection]) -> Detection | None:
+        if not found:
+            return None
+        if self.followed is None:
+            self.follows += 1
+            return max(found, key=lambda d: d.area)
+        best = max(found, key=lambda d: iou(self.followed, d.box))
+        if iou(self.followed, best.box) >= self.opt.min_iou:
+            return best
+        if len(found) == 1:  # a quick turn or step: a lone face near where the followed one was is the same
+            b, f = best.box, self.followed
+            dist = np.hypot((b[0] + b[2] - f[0] - f[2]) / 2, (b[1] + b[3] - f[1] - f[3]) / 2)
+            if dist <= f[2] - f[0]:
+                return best
+        return None
+
+    def _entry(self, row: int) -> list:
+        return self.pending[row - self.pending[0][0]]
+
+    def _detect(self, row: int) -> None:
+        e = self._entry(row)
+        hit = self._match(self._run(e[1]))
+        prev, prev_hit = self.last_det, self.last_hit is not None and self.last_hit == self.last_det
+        between = [] if prev is None else [self._entry(r) for r in range(max(prev + 1, self.pending[0][0]), row)]
+        if hit is not None:
+            vals = _pack(hit)
+            if prev_hit:  # found on both detection rows: the rows between follow a straight line
+                v0 = self._entry(prev)[3] if prev >= self.pending[0][0] else self._history_vals(prev)
+                for b in between:
+                    if b[1] is not None:
+                        w = (b[0] - prev) / (row - prev)
+                        b[2], b[3] = "y", v0 * (1 - w) + vals * w
+            elif between:  # the face came into view since the last detection: look back for where, row by row
+                self.followed = np.asarray(hit.box, np.float64)
+                for b in reversed(between):
+                    found = self._match(self._run(b[1])) if b[1] is not None else None
+                    if found is None:
+                        break
+                    b[2], b[3] = "y", _pack(found)
+                    self.followed = np.asarray(found.box, np.float64)
+            e[2], e[3] = "y", vals
+            self.last_hit, self.followed = row, np.asarray(hit.box, np.float64)
+        else:
+            if prev_hit:  # lost somewhere since the last detection: look on each row between, in order
+                for i, b in enumerate(between):
+                    found = self._match(self._run(b[1])) if b[1] is not None else None
+                    if found is None:
+                        for rest in between[i:]:
+                            rest[2] = "n"
+                        break
+                    b[2], b[3] = "y", _pack(found)
+                    self.last_hit, self.followed = b[0], np.asarray(found.box, np.float64)
+            e[2] = "n"
+            if self.last_hit is not None and row - self.last_hit > self.opt.max_gap:
+                self.followed = None  # gone too long: the next face found is followed, whoever it is
+        for b in between:
+            if b[2] == "?":
+                b[2] = "n"
+        self.last_det = row
+
+    def _history_vals(self, row: int) -> np.ndarray:
+        for r, v in reversed(self.history):
+            if r == row and v is not None:
+                return v
+        return _NAN_VALS
+
+    # -- rows in, rows out
+    def push(self, picture: Picture | None) -> list[FaceRow]:
+        """The next grid row's picture (None: nothing on screen in this row). Returns the rows now decided."""
+        row = self.t
+        self.t += 1
+        self.pending.append([row, picture, "?" if picture is not None else "n", None])
+        # Lost a moment ago: look on every row, so that it is found again at once; never seen, or gone for longer
+        # than max_gap rows (a clip without a face): back to every k-th row.
+        searching = (
+            self.last_det is not None
+            and self.last_hit is not None
+            and self.last_hit != self.last_det
+            and row - self.last_hit <= self.opt.max_gap
         )
-        used_t, used_d = set(), set()
-        for overlap, ti, di in pairs:
-            if overlap < min_iou:
+        due = self.last_det is None or searching or row - self.last_det >= self.opt.every
+        if picture is not None and due:
+            self._detect(row)
+        elif picture is None and due:
+            # Nothing on screen where a detection was due: decide the rows waiting before it now (detect on the
+            # last of them with a picture), so that a stretch without pictures never holds rows back.
+            undecided = [e for e in self.pending if e[2] == "?"]
+            if undecided:
+                self._detect(undecided[-1][0])
+        return self._emit(final=False)
+
+    def finish(self) -> list[FaceRow]:
+        """The remaining rows (the last undecided ones are decided by one more detection)."""
+        undecided = [e for e in self.pending if e[2] == "?"]
+        if undecided:
+            self._detect(undecided[-1][0])
+        return self._emit(final=True)
+
+    def _emit(self, final: bool) -> list[FaceRow]:
+        half = self.opt.smooth // 2
+        known = 0  # length of the decided prefix of pending
+        while known < len(self.pending) and self.pending[known][2] != "?":
+            known += 1
+        out = []
+        while self.pending and known > 0:
+            e = self.pending[0]
+            if e[2] == "y" and not final and not self._window_decided(half):
+                break  # rows its smoothing window reaches are not decided yet
+            out.append(self._give(e))
+            self.pending.pop(0)
+            known -= 1
+        return out
+
+    def _window_decided(self, half: int) -> bool:
+        """Whether the ``half`` rows after the first pending one are decided, or its run ends before them."""
+        ahead = self.pending[1 : 1 + half]
+        for a in ahead:
+            if a[2] == "?":
+                return False
+            if a[2] == "n":
+                return True  # the run ends: the rows past it do not enter the average
+        return len(ahead) == half
+
+    def _give(self, e: list) -> FaceRow:
+        row, picture, state, vals = e
+        if state != "y":
+            self.history = (self.history + [(row, None)])[-(self.opt.smooth + 1) :]
+            return FaceRow(row, False, None, np.full(4, np.nan, np.float32), np.full((5, 2), np.nan, np.float32),
+                           float("nan"))  # fmt: skip
+        half = self.opt.smooth // 2
+        window = [vals]
+        for r, v in reversed(self.history[-half:] if half else []):  # earlier rows of the same run
+            if v is None or r < row - half:
                 break
-            if ti in used_t or di in used_d:
-                continue
-            used_t.add(ti)
-            used_d.add(di)
-            open_[ti].rows.append(row)
-            open_[ti].detections.append(dets[di])
-        for di, d in enumerate(dets):
-            if di not in used_d:
-                t = Track(len(tracks), [row], [d])
-                tracks.append(t)
-                open_.append(t)
-    return tracks
-
-
-def primary_track(tracks: list[Track]) -> Track | None:
-    """The largest face present longest (largest ``Track.weight``; the earlier track on a tie), or None."""
-    return max(tracks, key=lambda t: (t.weight(), -t.id), default=None)
-
-
-@dataclass
-class FaceRows:
-    """One face per grid row for a clip of ``T`` rows (the primary track), in source-pixel coordinates."""
-
-    present: np.ndarray  # (T,) bool: the face is there (inside its track's span and not in one of its gaps)
-    boxes: np.ndarray  # (T, 4) float32, NaN where absent
-    landmarks: np.ndarray  # (T, 5, 2) float32, NaN where absent
-    scores: np.ndarray  # (T,) float32: the detector's score (interpolated between detections), NaN where absent
-
-
-def track_rows(track: Track | None, n_rows: int, *, max_gap: int = 25, smooth: int = 5) -> FaceRows:
-    """The track on every row: detections where the detector ran, linear interpolation between two detections at
-    most ``max_gap`` rows apart (a longer gap is a face gone: those rows are absent), then a centred moving average
-    of ``smooth`` rows (odd; 1 = none) over each present stretch, so the crop does not jitter."""
-    present = np.zeros(n_rows, bool)
-    vals = np.full((n_rows, 4 + 10 + 1), np.nan)  # box, landmarks, score per row
-    if track is not None:
-        rows = np.asarray(track.rows)
-        data = np.stack([np.concatenate([d.box, np.ravel(d.landmarks), [d.score]]) for d in track.detections])
-        vals[rows] = data
-        present[rows] = True
-        for (r0, v0), (r1, v1) in zip(zip(rows[:-1], data[:-1], strict=True), zip(rows[1:], data[1:], strict=True),
-                                      strict=True):  # fmt: skip
-            if 1 < r1 - r0 <= max_gap:
-                w = (np.arange(r0 + 1, r1) - r0)[:, None] / (r1 - r0)
-                vals[r0 + 1 : r1] = v0 * (1 - w) + v1 * w
-                present[r0 + 1 : r1] = True
-    if smooth > 1:
-        vals = _smooth(vals, present, smooth)
-    vals = vals.astype(np.float32)
-    return FaceRows(present, vals[:, :4], vals[:, 4:14].reshape(n_rows, 5, 2), vals[:, 14])
-
-
-def _smooth(vals: np.ndarray, present: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average over ``window`` rows within each run of present rows (shorter at a run's ends)."""
-    out = vals.copy()
-    half = window // 2
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], present.astype(np.int8), [0]])))
-    for start, stop in zip(edges[::2], edges[1::2], strict=True):
-        run = vals[start:stop]
-        csum = np.vstack([np.zeros((1, run.shape[1])), np.cumsum(run, axis=0)])
-        idx = np.arange(len(run))
-        lo, hi = np.maximum(0, idx - half), np.minimum(len(run), idx + half + 1)
-        out[start:stop] = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
-    return out
+            window.append(v)
+        for a in self.pending[1 : 1 + half]:  # later rows of the same run
+            if a[2] != "y":
+                break
+            window.append(a[3])
+        smooth = np.mean(window, axis=0)
+        self.history = (self.history + [(row, vals)])[-(self.opt.smooth + 1) :]
+        landmarks = smooth[4:14].reshape(5, 2)
+        crop = picture.warp(similarity_transform(landmarks, template(self.opt.size)), self.opt.size)
+        return FaceRow(row, True, crop, smooth[:4].astype(np.float32), landmarks.astype(np.float32),
+                       float(smooth[14]))  # fmt: skip

@@ -30,6 +30,7 @@ from mmemo.media.grid import (
     AudioTrack,
     FrameSink,
     GridConfig,
+    PictureSink,
     VideoTrack,
     audio_row_mask,
     best_stream,
@@ -124,6 +125,8 @@ class DecodedMedia:
     # presentation order; -1 where no source frame is on screen (before the first frame, past the last, no video).
     # Per-frame annotations (one line per native frame) are put on the grid with it.
     source_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # The face stage's summary when faces were looked for (filled by mmemo.features.clip): rows, present, ...
+    face_stats: dict = field(default_factory=dict)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -224,6 +227,7 @@ def decode_media(
     on_audio: AudioSink | None = None,
     chunk_frames: int = 16,
     threads: int = 0,
+    on_picture: PictureSink | None = None,
 ) -> DecodedMedia:
     """Decode ``path`` (and, when given, its audio from ``audio_path``) onto the ``fps`` grid.
 
@@ -235,6 +239,8 @@ def decode_media(
         on_audio: called with consecutive mono samples from the origin on (samples past the clip's end may
             follow; they are the consumer's to drop); when None they are collected into ``DecodedMedia.audio``.
         threads: decoder threads for the video (0: FFmpeg picks, one per core).
+        on_picture: called once per grid row, in order, with the source picture on screen in it (a
+            ``mmemo.media.picture.FramePicture`` at full resolution) or None: the face tracker's input.
 
     Raises:
         MediaError: one line naming the file and what is wrong with it.
@@ -261,7 +267,7 @@ def decode_media(
         if vstream is not None:
             vstream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost that matters
             vstream.thread_count = threads
-            video = VideoTrack(vstream, origin, cfg, sink, chunk_frames)
+            video = VideoTrack(vstream, origin, cfg, sink, chunk_frames, on_picture)
             handlers[vstream.index] = video.push
             declared["video"] = (path, _declared_duration(vstream))
         if astream is not None:

@@ -27,6 +27,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from mmemo.media.picture import FramePicture
+
 # Area averaging: the natural filter for shrinking a picture several times (no aliasing), and cheaper than bicubic,
 # ffmpeg's default, while staying within about a grey level of it on real clips (docs/benchmarks.md, extraction).
 _INTERPOLATION = "AREA"
@@ -34,6 +36,7 @@ _INTERPOLATION = "AREA"
 _AUDIO_GAP_S = 0.1
 FrameSink = Callable[[np.ndarray], None]  # rows (n, size, size, 3) uint8, in order
 AudioSink = Callable[[np.ndarray], None]  # mono float32 samples from the origin on, in order
+PictureSink = Callable[["FramePicture | None"], None]  # one call per row: the source picture on screen, or None
 
 
 def ffmpeg_reason(e: Exception) -> str:
@@ -97,7 +100,7 @@ class _FrameGeometry:
         disp_w, disp_h = frame.width * sar, frame.height
         if self.rotation in (90, 270):
             disp_w, disp_h = disp_h, disp_w
-        self.display = (int(round(disp_w)), int(disp_h))
+        self.display = (int(round(disp_w)), int(round(disp_h)))  # either side may carry the pixel aspect ratio
         w, h = target_size(float(disp_w), float(disp_h), size, aspect)
         self.coded_target = (h, w) if self.rotation in (90, 270) else (w, h)
         # One reformatter for the whole stream keeps its swscale context: frame.reformat() builds a new one per
@@ -115,10 +118,14 @@ class _FrameGeometry:
 
 
 class _GridWriter:
-    """Turns a timestamped frame sequence into grid rows and hands them out in chunks."""
+    """Turns a timestamped frame sequence into grid rows and hands them out in chunks.
 
-    def __init__(self, size: int, sink: FrameSink, chunk: int) -> None:
-        self.size, self.sink, self.chunk = size, sink, chunk
+    ``on_picture``, when given, is called once per row, in order, with the source picture shown in it (the same
+    ``FramePicture`` object for the rows that repeat a frame; None where nothing is on screen): the face tracker's
+    input, at the source's full resolution."""
+
+    def __init__(self, size: int, sink: FrameSink, chunk: int, on_picture: PictureSink | None = None) -> None:
+        self.size, self.sink, self.chunk, self.on_picture = size, sink, chunk, on_picture
         self.buf = np.empty((chunk, size, size, 3), np.uint8)
         self.n_buf = 0
         self.t = 0
@@ -126,7 +133,9 @@ class _GridWriter:
         self.source_time: list[float] = []
         self.source_index: list[int] = []
 
-    def emit(self, img: np.ndarray, on_screen: bool, src_time: float, src_index: int = -1) -> None:
+    def emit(self, img: np.ndarray, on_screen: bool, src_time: float, src_index: int = -1, picture=None) -> None:
+        if self.on_picture is not None:
+            self.on_picture(picture if on_screen else None)
         self.buf[self.n_buf] = img
         self.n_buf += 1
         self.t += 1
@@ -145,9 +154,14 @@ class _GridWriter:
 class VideoTrack:
     """State of the video stream during the demux pass."""
 
-    def __init__(self, stream, origin: Fraction, cfg: GridConfig, sink: FrameSink, chunk: int) -> None:
+    def __init__(
+        self, stream, origin: Fraction, cfg: GridConfig, sink: FrameSink, chunk: int,
+        on_picture: PictureSink | None = None,
+    ) -> None:  # fmt: skip
         self.stream, self.origin, self.cfg = stream, origin, cfg
-        self.grid = _GridWriter(cfg.size, sink, chunk)
+        self.grid = _GridWriter(cfg.size, sink, chunk, on_picture)
+        self.cur_picture: FramePicture | None = None
+        self._picture_scaler = VideoReformatter() if on_picture is not None else None
         self.geometry: _FrameGeometry | None = None
         self.cur: av.VideoFrame | None = None
         self.cur_pos: Fraction | None = None  # grid position (time * fps) of the frame on screen
@@ -172,6 +186,14 @@ class VideoTrack:
             self.cur_img = self.geometry(self.cur)
         return self.cur_img
 
+    def _picture(self) -> FramePicture | None:
+        if self._picture_scaler is None:
+            return None
+        if self.cur_picture is None or self.cur_picture.frame is not self.cur:
+            g = self.geometry
+            self.cur_picture = FramePicture(self.cur, g.rotation, g.display, self._picture_scaler)
+        return self.cur_picture
+
     def push(self, frame: av.VideoFrame) -> None:
         index = self.n_delivered
         self.n_delivered += 1
@@ -190,7 +212,7 @@ class VideoTrack:
                 g.emit(first, False, float(pos) / self.cfg.fps)
         else:
             while g.t < pos:
-                g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps, self.cur_index)
+                g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps, self.cur_index, self._picture())
         self.cur, self.cur_pos, self.cur_img, self.cur_index = frame, pos, None, index
 
     def end_position(self) -> Fraction:
@@ -204,7 +226,7 @@ class VideoTrack:
         """Emit the last frame until its end, then (masked) until the clip's ``n_rows``."""
         g, end = self.grid, self.end_position()
         while g.t < end:
-            g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps, self.cur_index)
+            g.emit(self._img(), True, float(self.cur_pos) / self.cfg.fps, self.cur_index, self._picture())
         while g.t < n_rows:
             g.emit(self._img(), False, float(self.cur_pos) / self.cfg.fps)
         g.flush()

@@ -27,13 +27,22 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
 import numpy as np
 
 from mmemo.errors import MediaError
-from mmemo.media.grid import AudioTrack, GridConfig, VideoTrack, best_stream, ffmpeg_reason, stream_start
+from mmemo.media.grid import (
+    AudioTrack,
+    GridConfig,
+    PictureSink,
+    VideoTrack,
+    best_stream,
+    ffmpeg_reason,
+    stream_start,
+)
 
 
 def open_source(source: str, input_format: str | None = None, options: dict[str, str] | None = None):
@@ -64,8 +73,14 @@ class LiveDecoder(threading.Thread):
         input_format: str | None = None,
         options: dict[str, str] | None = None,
         threads: int = 0,
+        on_picture: PictureSink | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
+        """``on_picture``: called in this thread once per grid row with its source picture (the face tracker's
+        input, as in ``decode_media``); ``on_end``: called in this thread after the last row, before ("end", ...)
+        is queued (the tracker gives back its last rows). Both may ``put`` items of their own on the queue."""
         super().__init__(name="mmemo-live-decoder", daemon=True)
+        self.on_picture, self.on_end = on_picture, on_end
         self.source, self.realtime = source, realtime
         self.cfg = GridConfig(fps, sample_rate, size, aspect)
         # A paced source (live, or a file read at its natural pace) is never made to wait: the consumer drops
@@ -98,6 +113,10 @@ class LiveDecoder(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def put(self, item: tuple) -> None:
+        """Queue ``item`` for the consumer (from this thread: ``on_picture`` / ``on_end`` use it)."""
+        self._put(item)
 
     def _put(self, item: tuple) -> None:
         while not self.stop_event.is_set():
@@ -182,7 +201,7 @@ class LiveDecoder(threading.Thread):
     def _frame(self, stream, frame, origin: Fraction) -> None:
         if stream is self.vstream:
             if self.video is None:
-                self.video = VideoTrack(stream, origin, self.cfg, self._put_rows, 1)
+                self.video = VideoTrack(stream, origin, self.cfg, self._put_rows, 1, self.on_picture)
             self.video.push(frame)
         else:
             if self.audio is None:
@@ -200,4 +219,6 @@ class LiveDecoder(threading.Thread):
             n_rows = math.ceil(self.audio.span[1] / sr * fps - 1e-6)
         else:
             raise MediaError(f"{self.source}: no decodable frames or samples")
+        if self.on_end is not None and self.video is not None:
+            self.on_end()
         self._put(("end", n_rows, time.monotonic()))

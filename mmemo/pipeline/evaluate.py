@@ -36,7 +36,10 @@ from mmemo.pipeline.predict import Run, infer, prepare_inputs
 
 # Settings that change the numbers of a feature: a features directory must agree with the run on all of them.
 # (frame_codec only changes how frames are stored; the features list is checked by name.)
-_NUMERIC_KEYS = [k for k in ExtractConfig().to_dict() if k not in ("frame_codec", "features")]
+# Face settings are checked by what the model reads (a model of whole frames ignores them): check_compatible.
+_NUMERIC_KEYS = [
+    k for k in ExtractConfig().to_dict() if k not in ("frame_codec", "features", "faces", "face_size", "face_every")
+]
 
 
 @dataclass
@@ -82,12 +85,22 @@ def check_compatible(run: Run, cfg: ExtractConfig, where: str) -> None:
     missing = [n for n in run.feature_names if n not in cfg.features]
     if missing:
         raise MmemoError(f"{where}: has no {', '.join(missing)} feature(s), which the run's model reads")
+    if run.visual == "faces" and run.model_cfg.video:
+        if not cfg.faces:
+            raise MmemoError(f"{where}: extracted without faces (--faces off or before faces existed), but the run "
+                             "was trained on faces: re-extract with --faces on (the default)")  # fmt: skip
+        if cfg.face_size != run.extract_cfg.face_size:
+            raise MmemoError(f"{where}: extracted with face_size={cfg.face_size} but the run was trained on "
+                             f"face_size={run.extract_cfg.face_size}; re-extract with --face-size "
+                             f"{run.extract_cfg.face_size}")  # fmt: skip
 
 
 def predict_shard(run: Run, shard: str | os.PathLike) -> ClipPrediction:
     """The run's predictions (T, 2) for one extracted clip, with its labels."""
     clip = read_clip(shard, frames=run.model_cfg.video)
-    inputs = prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask, str(shard))
+    faces = (clip.faces, clip.face_mask) if clip.faces is not None else None
+    inputs = prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask, str(shard),
+                            faces)  # fmt: skip
     y = infer(run, *inputs)
     if clip.label_mask is None:
         return ClipPrediction(clip.clip_id, y, np.full_like(y, np.nan), np.zeros(len(y), bool))

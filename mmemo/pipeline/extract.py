@@ -47,6 +47,7 @@ from mmemo.data.layouts import load_labels
 from mmemo.data.shards import ShardWriter, read_attrs
 from mmemo.errors import MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
+from mmemo.features.detector import DETECTOR_NAME
 from mmemo.features.registry import check_features
 from mmemo.media.decode import Truncation
 from mmemo.media.files import MEDIA_SUFFIXES, ClipSource, discover
@@ -122,6 +123,7 @@ def extract_clip(
                 audio_path=src.audio_path,
                 on_frames=w.append_frames,
                 on_features=lambda name, row, x: w.append_rows(S.feature_path(name), row, x),
+                on_faces=w.append_faces,
                 chunk_frames=S.FRAME_WRITE_ROWS,
                 threads=threads,
             )
@@ -134,6 +136,13 @@ def extract_clip(
                     raise AssertionError(f"{w.n_frames} frames written for {T} rows")
                 w.write(S.VIDEO_MASK, dec.video_mask, np.bool_)
                 w.write(S.SOURCE_TIME, dec.source_time, np.float64)
+                if cfg.faces:
+                    if w.n_faces != T:
+                        raise AssertionError(f"{w.n_faces} face rows written for {T} rows")
+                    stats = dec.face_stats
+                    w.set_group_attrs(S.FACES, {"size": cfg.face_size, "detector": DETECTOR_NAME,
+                                                "every": cfg.face_every, "detections": stats["detections"],
+                                                "multi": stats["multi"], "follows": stats["follows"]})  # fmt: skip
             if dec.has_audio:
                 w.truncate_rows(S.AUDIO_FEATURES, T)
                 w.write(S.AUDIO_MASK, dec.audio_mask, np.bool_)

@@ -1,4 +1,8 @@
-"""`mmemo inspect`: what a features directory holds, from its manifest and shard metadata."""
+"""`mmemo inspect`: what a features directory holds, from its manifest and shard metadata.
+
+Faces: per clip, the share of its video rows (``/video/mask`` True) that hold a face (``/faces/mask``); only the two
+(T,) masks are read, never the crops, so a large corpus is summarised in seconds.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 
 from mmemo.data import schema as S
 from mmemo.data.features_dir import MANIFEST, SHARD_DIR, read_manifest
-from mmemo.data.shards import open_shard
+from mmemo.data.shards import has_faces, open_shard
 from mmemo.features.registry import feature_dims
 
 
@@ -28,6 +33,19 @@ class Inventory:
     frame_size: int
     bytes_by_modality: dict[str, int]  # "video", "audio", "other" -> bytes on disk
     failures: list[tuple[str, str]] = field(default_factory=list)  # (source, error)
+    # Faces. face_share: clip id -> share of its video rows with a face, for the clips with video whose shard holds
+    # /faces (NaN when not one of its rows has a picture on screen); clips without video or faces are absent.
+    face_share: dict[str, float] = field(default_factory=dict)
+    face_size: int = 0  # F of the aligned crops (0: no faces stored)
+    video_clips: int = 0  # extracted clips with video
+    face_rows: int = 0  # video rows with a face, over every clip with faces
+    face_video_rows: int = 0  # video rows of the clips with faces (the overall share's denominator)
+    face_multi: list[str] = field(default_factory=list)  # clips where a detector run saw more than one face
+
+    @property
+    def face_share_all(self) -> float:
+        """Share of all video rows (of the clips with faces) that hold a face; NaN when there are none."""
+        return self.face_rows / self.face_video_rows if self.face_video_rows else float("nan")
 
     @property
     def bytes_total(self) -> int:
@@ -56,14 +74,17 @@ def inventory(features_dir: str | os.PathLike) -> Inventory:
     manifest = read_manifest(features_dir)
     root, df, good = manifest.root, manifest.table, manifest.extracted
     mods = good["modalities"].value_counts().to_dict()
-    by_mod = {"video": 0, "audio": 0, "other": 0}
+    by_mod = {"video": 0, "faces": 0, "audio": 0, "other": 0}
+    faces = _Faces()
     for row in good.itertuples():
         path = manifest.shard_path(row)
         with open_shard(path) as h5:
-            v, a = _storage(h5, S.VIDEO), _storage(h5, S.AUDIO)
+            v, f, a = _storage(h5, S.VIDEO), _storage(h5, S.FACES), _storage(h5, S.AUDIO)
+            faces.add(str(row.clip), h5)
         by_mod["video"] += v
+        by_mod["faces"] += f
         by_mod["audio"] += a
-        by_mod["other"] += path.stat().st_size - v - a
+        by_mod["other"] += path.stat().st_size - v - f - a
     features, frame_size = {}, 0
     if manifest.record is not None:
         cfg = manifest.extract_cfg
@@ -81,7 +102,42 @@ def inventory(features_dir: str | os.PathLike) -> Inventory:
         frame_size=frame_size,
         bytes_by_modality=by_mod,
         failures=list(zip(failed["source"], failed["error"], strict=True)),
+        face_share=faces.share,
+        face_size=faces.size,
+        video_clips=faces.video_clips,
+        face_rows=faces.rows,
+        face_video_rows=faces.video_rows,
+        face_multi=faces.multi,
     )
+
+
+@dataclass
+class _Faces:
+    """The face counts of a directory, gathered shard by shard."""
+
+    share: dict[str, float] = field(default_factory=dict)
+    size: int = 0
+    video_clips: int = 0
+    rows: int = 0
+    video_rows: int = 0
+    multi: list[str] = field(default_factory=list)
+
+    def add(self, clip: str, h5: h5py.File) -> None:
+        if S.VIDEO not in h5:
+            return
+        self.video_clips += 1
+        if not has_faces(h5) or S.FACE_MASK not in h5:
+            return  # a version-1 shard, or extracted with --faces off (a damaged /faces is `mmemo validate`'s)
+        video = h5[S.VIDEO_MASK][()]
+        # A face outside the video rows cannot be (no picture, no detection); the & keeps the share <= 1 anyway.
+        n_face, n_video = int((h5[S.FACE_MASK][()] & video).sum()), int(video.sum())
+        self.share[clip] = n_face / n_video if n_video else float("nan")
+        self.rows += n_face
+        self.video_rows += n_video
+        attrs = h5[S.FACES].attrs
+        self.size = self.size or int(attrs.get("size", 0))
+        if int(attrs.get("multi", 0)) > 0:
+            self.multi.append(clip)
 
 
 def format_inventory(inv: Inventory) -> str:
@@ -101,11 +157,46 @@ def format_inventory(inv: Inventory) -> str:
             f"  audio        {len(inv.features)} features, {total} dims: "
             + ", ".join(f"{k} ({v})" for k, v in inv.features.items())
         )
+    lines += format_faces(inv)
+    faces = f"faces {inv.bytes_per_hour('faces') / mb:.0f} MiB, " if inv.bytes_by_modality.get("faces") else ""
     lines.append(
         f"  storage      {inv.bytes_total / mb:.1f} MiB; per media hour: "
-        f"video {inv.bytes_per_hour('video') / mb:.0f} MiB, audio {inv.bytes_per_hour('audio') / mb:.1f} MiB, "
+        f"video {inv.bytes_per_hour('video') / mb:.0f} MiB, {faces}audio {inv.bytes_per_hour('audio') / mb:.1f} MiB, "
         f"total {inv.bytes_per_hour() / mb:.0f} MiB"
     )
     for src, err in inv.failures:
         lines.append(f"  failed       {src}: {err}")
     return "\n".join(lines)
+
+
+LISTED_SHARES = 10  # every clip's face share is listed up to this many clips with faces; beyond, only the lowest
+LOWEST_SHARES = 5
+
+
+def _pct(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{100 * x:.1f}%"
+
+
+def format_faces(inv: Inventory) -> list[str]:
+    """The ``faces`` line(s) of the summary: the overall share, how many clips mostly / never show a face, several
+    people, and the per-clip shares (all of them for a small directory, else the lowest: where to look first)."""
+    if not inv.video_clips:
+        return ["  faces        none (no clip has video)"]
+    if not inv.face_share:
+        return ["  faces        none stored (extracted with --faces off or before faces existed)"]
+    shares = np.array([v for v in inv.face_share.values()], float)
+    n = len(shares)
+    mostly, never = int((shares >= 0.5).sum()), int((shares == 0).sum())
+    line = (
+        f"  faces        {inv.face_size}-px aligned crops; face in {_pct(inv.face_share_all)} of video rows "
+        f"({mostly} of {n} clips with video have a face in >= 50% of rows; {never} with none); "
+        f"several people seen in {len(inv.face_multi)} clip{'' if len(inv.face_multi) == 1 else 's'}"
+    )
+    if n < inv.video_clips:  # a directory extracted in parts, some clips before faces existed
+        line += f"; {inv.video_clips - n} clip(s) with video hold no faces"
+    # Lowest first (NaN, a clip with no picture on screen, sorts first: it is the one to look at); sorted() is
+    # stable, so ties keep the manifest's order.
+    ranked = sorted(inv.face_share.items(), key=lambda kv: -1.0 if np.isnan(kv[1]) else kv[1])
+    head = "all, lowest first" if n <= LISTED_SHARES else f"the {LOWEST_SHARES} lowest of {n}"
+    shown = ranked if n <= LISTED_SHARES else ranked[:LOWEST_SHARES]
+    return [line, f"  face share   {head}: " + ", ".join(f"{clip} {_pct(x)}" for clip, x in shown)]

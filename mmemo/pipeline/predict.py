@@ -10,6 +10,7 @@ and the overlapping parts are averaged with those weights, so there is no step a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 
 from mmemo.config import ExtractConfig
-from mmemo.data.dataset import pool_frames
+from mmemo.data.dataset import VISUALS, pool_frames, visual_rows
 from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
 from mmemo.features.clip import ClipArrays, featurise_in_memory
@@ -45,6 +46,15 @@ class Run:
     path: Path
     epoch: int | None = None  # the epoch the checkpoint was saved at
     best: float | None = None  # the run's best validation score then
+    visual: str = "frames"  # what the video branch was trained on: "faces" (aligned crops) or "frames"
+
+    @property
+    def input_cfg(self) -> ExtractConfig:
+        """How to make this model's inputs from a clip: the training features' configuration, without the face
+        stage when the model never looks at faces (it is the costly part of decoding)."""
+        if self.visual == "faces" or not self.extract_cfg.faces:
+            return self.extract_cfg
+        return dataclasses.replace(self.extract_cfg, faces=False)
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Run:
@@ -65,8 +75,11 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Run:
     if dim and not (mean.shape == std.shape == (dim,)):
         raise MmemoError(f"{path}: feature statistics of shape {mean.shape} for a model reading {dim} audio columns")
     best = ckpt.get("best")
+    visual = str(ckpt.get("visual", "frames"))  # checkpoints from before faces: frames
+    if visual not in VISUALS:
+        raise MmemoError(f"{path}: visual {visual!r} is not one of {', '.join(VISUALS)}")
     return Run(model, model.cfg, extract_cfg, names, mean, std, device, path, ckpt.get("epoch"),
-               float(best) if best is not None else None)  # fmt: skip
+               float(best) if best is not None else None, visual)  # fmt: skip
 
 
 def window_starts(T: int, L: int) -> list[int]:
@@ -118,7 +131,8 @@ def infer(
 def model_inputs(run: Run, arrays: ClipArrays, where: str = "input") -> tuple:
     """(audio (T, D) standardised or None, frames (T, s, s, 3) uint8 or None, audio_mask, video_mask)."""
     media = arrays.media
-    return prepare_inputs(run, arrays.features, arrays.frames, media.audio_mask, media.video_mask, where)
+    faces = (arrays.faces.crops, arrays.faces.mask) if arrays.faces is not None else None
+    return prepare_inputs(run, arrays.features, arrays.frames, media.audio_mask, media.video_mask, where, faces)
 
 
 def prepare_inputs(
@@ -128,12 +142,15 @@ def prepare_inputs(
     audio_mask: np.ndarray,
     video_mask: np.ndarray | None,
     where: str = "input",
+    faces: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple:
     """The model's inputs from a clip's arrays, wherever they come from (a decoded file, a shard, a live window).
 
     Args:
         features: name -> (T, D_k) raw feature rows (None or empty without audio); frames: (T, S, S, 3) uint8 or
-            None; audio_mask, video_mask: (T,) bool (video_mask None without video).
+            None; audio_mask, video_mask: (T,) bool (video_mask None without video); faces: (crops (T, F, F, 3)
+            uint8, mask (T,) bool) or None: read by a model trained on faces (``Run.visual``), where it is required
+            for a clip with video.
 
     Returns:
         (audio (T, D) standardised float32 or None, frames (T, s, s, 3) uint8 pooled to the model's video size or
@@ -150,7 +167,13 @@ def prepare_inputs(
         audio = ((x - run.mean) / run.std).astype(np.float32)
     pooled = None
     if frames is not None and run.model_cfg.video:
-        pooled = pool_frames(frames, run.model_cfg.video_size)
+        if run.visual == "faces":
+            if faces is None:
+                raise MmemoError(f"{where}: holds no faces, but the model of {run.path} was trained on faces: "
+                                 "extract with --faces on (the default)")  # fmt: skip
+            pooled = visual_rows(frames, faces[0], faces[1], run.model_cfg.video_size)
+        else:
+            pooled = pool_frames(frames, run.model_cfg.video_size)
     T = len(audio_mask)
     return audio, pooled, audio_mask, video_mask if pooled is not None else np.zeros(T, bool)
 
@@ -213,7 +236,7 @@ class Prediction:
 
 def predict_clip(run: Run, path: str | os.PathLike, audio_path: str | os.PathLike | None = None) -> Prediction:
     """Decode and featurise ``path`` as extraction does, then predict every frame."""
-    arrays = featurise_in_memory(path, run.extract_cfg, audio_path=audio_path)
+    arrays = featurise_in_memory(path, run.input_cfg, audio_path=audio_path)
     y = infer(run, *model_inputs(run, arrays, str(path)))
     T = len(y)
     table = pd.DataFrame(

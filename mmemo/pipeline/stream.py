@@ -31,6 +31,7 @@ import numpy as np
 from mmemo.data.dataset import pool_frames
 from mmemo.errors import MediaError, MmemoError
 from mmemo.features.audio import AudioFeatureStream, compute_features, context_features
+from mmemo.features.clip import FaceStream
 from mmemo.features.registry import FEATURES
 from mmemo.media.grid import audio_row_mask
 from mmemo.media.live import LiveDecoder
@@ -132,6 +133,10 @@ class StreamPredictor:
         self.audio_arrival = _Rows()  # (n, 2): [end sample, wall time] of each audio piece
         self.n_samples = 0
         self.frames, self.vmask, self.v_arrival = _Rows(), _Rows(), _Rows()
+        # Faces (a model trained on them): the decoder thread's tracker sends each row's crop a few rows after its
+        # frame (the tracker's delay: every + smooth // 2 rows); a row is ready when its face has come too.
+        self.use_faces = self.use_video and run.visual == "faces"
+        self.crops, self.fmask, self.f_arrival = _Rows(), _Rows(), _Rows()
         self.n_rows: int | None = None  # known at the end of the source
         self.done = 0  # rows covered by predictions so far
         self.row_latencies = np.zeros(0)
@@ -152,6 +157,12 @@ class StreamPredictor:
                 self.frames.append(pool_frames(rows, self.run.model_cfg.video_size))
                 self.vmask.append(mask)
             self.v_arrival.append(np.full(len(rows), wall))
+        elif kind == "faces":
+            _, chunk, wall = item
+            if self.use_faces:
+                self.crops.append(pool_frames(chunk.crops, self.run.model_cfg.video_size))
+                self.fmask.append(chunk.mask)
+                self.f_arrival.append(np.full(len(chunk.mask), wall))
         elif kind == "audio":
             _, x, wall, self.audio_span, self.audio_gaps = item
             if self.use_audio:
@@ -171,6 +182,8 @@ class StreamPredictor:
         n = math.inf
         if self.dec.has_video:
             n = min(n, self.v_arrival.end)
+        if self.use_faces:
+            n = min(n, self.f_arrival.end)
         if self.use_audio:
             n = min(n, self.features.advance(self.n_rows))
         elif self.dec.has_audio and not self.dec.has_video:  # audio-only source, model without audio input
@@ -188,6 +201,8 @@ class StreamPredictor:
         t = np.full(len(rows), -np.inf)
         if self.dec.has_video:
             t = np.maximum(t, self.v_arrival.get(int(rows[0]), int(rows[-1]) + 1))
+        if self.use_faces:
+            t = np.maximum(t, self.f_arrival.get(int(rows[0]), int(rows[-1]) + 1))
         if self.use_audio and self.audio_arrival.data is not None:
             arr = self.audio_arrival.data
             need = rows * self.run.extract_cfg.hop_length + self.run.extract_cfg.n_fft // 2
@@ -210,7 +225,8 @@ class StreamPredictor:
             audio_mask = np.zeros(n, bool)
         frames = self.frames.get(w0, w1) if self.use_video else None
         video_mask = self.vmask.get(w0, w1) if self.use_video else None
-        return prepare_inputs(self.run, features, frames, audio_mask, video_mask)
+        faces = (self.crops.get(w0, w1), self.fmask.get(w0, w1)) if self.use_faces else None
+        return prepare_inputs(self.run, features, frames, audio_mask, video_mask, self.dec.source, faces)
 
     def _audio_mask(self, w0: int, w1: int) -> np.ndarray:
         """Rows whose window centre is decoded audio (not the silence before a late start or in a hole)."""
@@ -231,7 +247,8 @@ class StreamPredictor:
         self.row_latencies = now - arrival  # the rows since the last prediction get their first one now
         self.done = end
         # The next window starts at or after end + 1 - context: older rows are not needed again.
-        for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival):
+        for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival, self.crops, self.fmask,
+                     self.f_arrival):  # fmt: skip
             rows.forget_before(end + 1 - self.context)
         if self.features is not None and self.audio_arrival.n:
             self.features.forget_onsets_before(end + 1 - self.context)
@@ -324,11 +341,15 @@ def stream_predict(
     if hop_s <= 0 or context_s <= 0:
         raise MmemoError(f"hop {hop_s} s and context {context_s} s must be positive")
     cfg = run.extract_cfg
+    faces = _LiveFaces(cfg) if run.visual == "faces" and run.model_cfg.video else None
     decoder = LiveDecoder(
         source, fps=cfg.fps, sample_rate=cfg.sample_rate, size=cfg.frame_size, aspect=cfg.aspect,
         use_video=run.model_cfg.video, use_audio=run.model_cfg.audio_dim > 0, realtime=realtime, every_hop=every_hop,
         input_format=input_format, options=options, threads=threads,
+        on_picture=faces.push if faces is not None else None, on_end=faces.finish if faces is not None else None,
     )  # fmt: skip
+    if faces is not None:
+        faces.decoder = decoder
     predictor = StreamPredictor(run, decoder, hop_s=hop_s, context_s=context_s)
     _warm_up(run, predictor.context)
     stats = StreamStats()
@@ -340,6 +361,24 @@ def stream_predict(
         decoder.join(timeout=5)
 
 
+class _LiveFaces:
+    """The face tracker of a live source, in the decoder thread: the same ``FaceStream`` (detection schedule,
+    tracking, smoothing, alignment) as extraction, handing each row's face on as soon as the tracker lets go of it."""
+
+    def __init__(self, cfg) -> None:
+        self.decoder: LiveDecoder | None = None
+        self.stream = FaceStream(cfg, self._put, chunk=1)
+
+    def _put(self, chunk) -> None:
+        self.decoder.put(("faces", chunk, time.monotonic()))
+
+    def push(self, picture) -> None:
+        self.stream.push(picture)
+
+    def finish(self) -> None:
+        self.stream.finish()
+
+
 def _warm_up(run: Run, rows: int) -> None:
     """One pass on silence before the source starts: librosa's lazy imports and torch's first call take
     seconds, which a live stream would otherwise pay in dropped hops."""
@@ -348,4 +387,5 @@ def _warm_up(run: Run, rows: int) -> None:
     size = run.model_cfg.video_size
     frames = np.zeros((rows, size, size, 3), np.uint8) if run.model_cfg.video else None
     mask = np.ones(rows, bool)
-    infer(run, *prepare_inputs(run, features, frames, mask, mask))
+    faces = (frames, np.zeros(rows, bool)) if frames is not None else None
+    infer(run, *prepare_inputs(run, features, frames, mask, mask, "warm-up", faces))

@@ -29,9 +29,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmemo import __version__, atomic
-from mmemo.config import RESUMABLE, SMALL_CORPUS_S, TrainConfig
+from mmemo.config import FACE_SHARE_MIN, RESUMABLE, SMALL_CORPUS_S, TrainConfig
 from mmemo.data import schema as S
-from mmemo.data.dataset import Augment, EpochSampler, ShardDataset, collate, feature_stats, to_device
+from mmemo.data.dataset import Augment, EpochSampler, ShardDataset, collate, face_share, feature_stats, to_device
 from mmemo.data.features_dir import ClipRef, load_corpus, media_seconds, split, val_fraction
 from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import open_shard
@@ -256,6 +256,7 @@ class Trainer:
                     f"model ({', '.join(f'{k} {v}' for k, v in size.items())}) unless given otherwise; "
                     f"{cfg.epochs} epochs, patience {cfg.patience}"
                 )
+        self.visual = self._visual(cfg, ckpt)
         self.model = MultiModalTransformer(self.model_cfg).to(self.device)
         self.net = self.model  # what the training step calls: the DDP wrapper under torchrun
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -263,11 +264,12 @@ class Trainer:
         self.train_set = ShardDataset(
             self.train_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=True,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
-            augment=Augment(enabled=cfg.augment), seed=cfg.seed, frame_cache=cache,
+            augment=Augment(enabled=cfg.augment), seed=cfg.seed, frame_cache=cache, visual=self.visual,
         )  # fmt: skip
         self.val_set = ShardDataset(
             self.val_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=False,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video, frame_cache=cache,
+            visual=self.visual,
         )  # fmt: skip
         per_rank = math.ceil(len(self.train_set) / self.world)
         steps = max(5, cfg.epochs * math.ceil(per_rank / cfg.batch_size))
@@ -298,12 +300,40 @@ class Trainer:
             else:
                 _truncate_history(self.run_dir / "metrics.csv", self.epoch)
 
+    def _visual(self, cfg: TrainConfig, ckpt: dict | None) -> str:
+        """What the video branch sees: "faces" or "frames" (``TrainConfig.visual``; a resumed run keeps its own)."""
+        if ckpt is not None:
+            return str(ckpt.get("visual", "frames"))
+        if not self.model_cfg.video:
+            return "frames"
+        share = face_share(self.train_clips)
+        where = self.corpus.root
+        if cfg.visual == "faces":
+            if share is None:
+                raise ConfigError(
+                    f"{where}: --visual faces, but the features hold no faces (extracted with "
+                    "--faces off, or before faces existed): run `mmemo extract` again with --faces on"
+                )
+            visual = "faces"
+        elif cfg.visual == "frames" or share is None:
+            visual = "frames"
+        else:
+            visual = "faces" if share >= FACE_SHARE_MIN else "frames"
+        if share is not None:
+            fallback = "; the whole frame where none" if visual == "faces" else ""
+            self.log(f"faces found in {100 * share:.1f}% of the training clips' video rows: the video branch sees "
+                     f"{'the aligned faces' + fallback if visual == 'faces' else 'whole frames'}"
+                     + (f" (--visual auto needs {100 * FACE_SHARE_MIN:.0f}%)" if cfg.visual == "auto" and
+                        visual == "frames" else ""))  # fmt: skip
+        return visual
+
     # --------------------------------------------------------------------------------------------- bookkeeping
     def _write_config(self) -> None:
         record = {
             "train": self.cfg.to_dict(),
             "model": self.model_cfg.to_dict(),
             "extract": self.corpus.extract_cfg.to_dict(),
+            "visual": self.visual,
             "train_clips": [c.clip_id for c in self.train_clips],
             "val_clips": [c.clip_id for c in self.val_clips],
             "device": str(self.device),
@@ -326,6 +356,7 @@ class Trainer:
             "model_config": self.model_cfg.to_dict(),
             "train_config": self.cfg.to_dict(),
             "extract_config": self.corpus.extract_cfg.to_dict(),
+            "visual": self.visual,
             "feature_names": self.feature_names,
             "feature_mean": torch.from_numpy(np.asarray(self.mean, np.float32)),
             "feature_std": torch.from_numpy(np.asarray(self.std, np.float32)),
