@@ -16,9 +16,10 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def save_untrained_run(run_dir: Path, mean=None, std=None):
+def save_untrained_run(run_dir: Path, mean=None, std=None, visual: str = "frames"):
     """An untrained default model (``ModelConfig`` with the default audio features and video, seed 0) saved as a
-    run directory's best.pt with the keys ``load_run`` reads; feature statistics 0 / 1 unless given.
+    run directory's best.pt with the keys ``load_run`` reads; feature statistics 0 / 1 unless given; ``visual``:
+    what its video branch reads ("frames", or "faces": then predict and stream find and align faces).
 
     Returns (model, mean (D,), std (D,))."""
     import numpy as np
@@ -42,7 +43,7 @@ def save_untrained_run(run_dir: Path, mean=None, std=None):
         {"version": CHECKPOINT_VERSION, "mmemo_version": mmemo.__version__, "model": model.state_dict(),
          "model_config": model.cfg.to_dict(), "extract_config": ecfg.to_dict(), "train_config": TrainConfig().to_dict(),
          "epoch": 0, "best": float("-inf"), "feature_names": list(ecfg.features),
-         "feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std)},
+         "feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std), "visual": visual},
         run_dir / "best.pt",
     )  # fmt: skip
     return model, mean, std

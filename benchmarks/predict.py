@@ -1,14 +1,15 @@
 """Benchmark `mmemo predict`: real-time factor by stage, and live-stream latency; prints figures only.
 
     python benchmarks/predict.py [--work /tmp/mmemo-predict-bench] [--clip FILE] [--repeat 3] [--no-stream]
-                                 [--device cpu|cuda|both]
+                                 [--device cpu|cuda|both] [--visual faces|frames]
 
 1. The clip (built once, cached under --work, with the ffmpeg command line): a real talking-face recording of
    ../shared/realdata (HDTF, WDA_AlexandriaOcasioCortez_000.mp4, 512x512 H.264 + AAC) looped to 60 s, video
    stream copied, audio re-encoded to AAC. ``--clip FILE`` uses another file instead.
 2. The model: the default ``ModelConfig`` (hidden 256, 4 layers, 8 heads, cross-modal attention, frame CNN on
    56x56 frames, audio + video) with the default features, untrained (timing does not depend on the weights),
-   saved as a run directory exactly as `mmemo train` saves one, then loaded with ``load_run``.
+   saved as a run directory exactly as `mmemo train` saves one, then loaded with ``load_run``. ``--visual faces``
+   (the default) makes it a model trained on faces: predict and stream then find, follow and align the face.
 3. Real-time factor (wall time / media time) of ``predict_clip``, whole and split by stage, median of --repeat:
    decode (PyAV demux + decode + resize onto the 25 fps grid, ``decode_media``), audio features
    (``compute_features`` on the decoded audio), model (frame pooling, standardisation and the windowed model,
@@ -152,6 +153,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-stream", action="store_true", help="skip the 60-s natural-pace stream measurement")
     ap.add_argument("--device", choices=["cpu", "cuda", "both"], default="both")
+    ap.add_argument(
+        "--visual",
+        choices=["faces", "frames"],
+        default="faces",
+        help="what the model reads: faces (predict and stream find and align them) or whole frames",
+    )
     args = ap.parse_args()
 
     import torch
@@ -160,13 +167,16 @@ def main() -> None:
     from mmemo.pipeline.predict import load_run
 
     clip = args.clip or build_clip(args.work)
-    run_dir = args.work / "run-default-untrained"
-    save_untrained_run(run_dir)
+    run_dir = args.work / f"run-default-untrained-{args.visual}"
+    save_untrained_run(run_dir, visual=args.visual)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     say("# mmemo predict benchmark\n")
     say(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} "
         f"threads), mmemo {__version__}; GPU: {gpu or 'none'}")  # fmt: skip
-    say(f"clip: {clip} ({clip.stat().st_size / 2**20:.1f} MiB); model: default ModelConfig, untrained")
+    say(
+        f"clip: {clip} ({clip.stat().st_size / 2**20:.1f} MiB); model: default ModelConfig, untrained, "
+        f"video branch on {args.visual}"
+    )
     devices = []
     if args.device in ("cpu", "both"):
         devices.append("cpu")
