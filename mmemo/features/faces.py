@@ -126,8 +126,9 @@ class Picture(Protocol):
 
     ``mmemo.media.picture.FramePicture`` serves a decoded video frame; ``ArrayPicture`` an RGB array (tests)."""
 
-    def small(self, max_side: int) -> tuple[np.ndarray, float, float]:
-        """(rgb (h, w, 3) uint8 with max(h, w) <= max_side, sx, sy): display x = small x * sx, y = small y * sy."""
+    def small(self, max_side: int, max_area: int | None = None) -> tuple[np.ndarray, float, float]:
+        """(rgb (h, w, 3) uint8 with max(h, w) <= max_side and h * w <= max_area, sx, sy): display x = small x * sx,
+        y = small y * sy."""
         ...
 
     def warp(self, m: np.ndarray, size: int) -> np.ndarray:
@@ -141,9 +142,11 @@ class ArrayPicture:
     def __init__(self, rgb: np.ndarray) -> None:
         self.rgb = rgb
 
-    def small(self, max_side: int) -> tuple[np.ndarray, float, float]:
+    def small(self, max_side: int, max_area: int | None = None) -> tuple[np.ndarray, float, float]:
         h, w = self.rgb.shape[:2]
         step = max(1, -(-max(h, w) // max_side))  # integer decimation: tests need exact coordinates, not beauty
+        while max_area is not None and -(-h // step) * -(-w // step) > max_area:
+            step += 1
         return self.rgb[::step, ::step], float(step), float(step)
 
     def warp(self, m: np.ndarray, size: int) -> np.ndarray:
@@ -159,7 +162,10 @@ class FaceOptions:
 
     size: int = 112  # side of the aligned crop (the 112-px template scaled)
     every: int = 5  # detect on every k-th row (and on every row while the face is lost)
-    detect_size: int = 320  # the detector sees the picture scaled so that its long side is this (never up)
+    # The detector sees the picture scaled (never up) to at most detect_size px on its long side and detect_area px
+    # in all: 320 x 180 for 16:9, 240 x 240 for a square talking-head crop (its cost follows the pixel count).
+    detect_size: int = 320
+    detect_area: int = 320 * 180
     min_iou: float = 0.3  # a detection continues the followed face if its box overlaps the last one this much
     max_gap: int = 25  # rows a followed face may be missing (an occlusion) and still be the same face after
     smooth: int = 5  # centred moving average over this many rows of the box and landmarks (odd; 1 = none)
@@ -226,7 +232,7 @@ class FaceTracker:
     def _run(self, picture: Picture) -> list[Detection]:
         if self._cache is not None and self._cache[0] is picture:  # a source frame shown on several rows
             return self._cache[1]
-        rgb, sx, sy = picture.small(self.opt.detect_size)
+        rgb, sx, sy = picture.small(self.opt.detect_size, self.opt.detect_area)
         scale = np.array([sx, sy])
         found = [
             Detection(np.asarray(d.box, np.float64) * np.tile(scale, 2), np.asarray(d.landmarks) * scale, d.score)

@@ -37,9 +37,9 @@ class FramePicture:
         self._planes: tuple[Image.Image, Image.Image, Image.Image, int, int, bool, str] | None = None
 
     # -- detection input
-    def small(self, max_side: int) -> tuple[np.ndarray, float, float]:
+    def small(self, max_side: int, max_area: int | None = None) -> tuple[np.ndarray, float, float]:
         dw, dh = self.display
-        scale = min(1.0, max_side / max(dw, dh))
+        scale = min(1.0, max_side / max(dw, dh), (max_area / (dw * dh)) ** 0.5 if max_area else 1.0)
         w, h = max(1, round(dw * scale)), max(1, round(dh * scale))
         cw, ch = (h, w) if self.rotation in (90, 270) else (w, h)
         img = self.reformatter.reformat(self.frame, width=cw, height=ch, format="rgb24",

@@ -197,12 +197,11 @@ class StreamPredictor:
         return max(0, (self.n_samples - half) // hop + 1)
 
     def _arrival(self, rows: np.ndarray) -> np.ndarray:
-        """Wall time at which each of ``rows`` had all its inputs."""
+        """Wall time at which each of ``rows`` had its frame and audio decoded (what latency is measured from: the
+        face tracker's delay, a row's face coming a few rows after its frame, is part of the latency)."""
         t = np.full(len(rows), -np.inf)
         if self.dec.has_video:
             t = np.maximum(t, self.v_arrival.get(int(rows[0]), int(rows[-1]) + 1))
-        if self.use_faces:
-            t = np.maximum(t, self.f_arrival.get(int(rows[0]), int(rows[-1]) + 1))
         if self.use_audio and self.audio_arrival.data is not None:
             arr = self.audio_arrival.data
             need = rows * self.run.extract_cfg.hop_length + self.run.extract_cfg.n_fft // 2
