@@ -177,3 +177,16 @@ def test_a_live_stream_gets_the_same_faces_as_the_recording(faces_corpus, tmp_pa
         prev = end
     assert len(got) == len(expected)
     np.testing.assert_allclose([[p.valence, p.arousal] for p in got], expected, atol=1e-4)
+
+
+def test_a_missing_detector_is_one_line_before_any_work(demo, tmp_path, monkeypatch):
+    """Without the weights' package, `mmemo extract` stops before any clip with one line saying how to install it
+    (or to pass --faces off); with --faces off it runs."""
+    import mmemo.features.detector as detector
+
+    monkeypatch.setattr(detector, "_PACKAGE", "no_such_package_for_mmemo_tests")
+    out = tmp_path / "f"
+    r = CliRunner().invoke(main, ["extract", str(demo / "corpus"), "--out", str(out), "-q", "-j", "1"])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert "pip install" in r.output and "--faces off" in r.output
+    assert not (out / "shards").exists()

@@ -58,6 +58,16 @@ def _weights() -> bytes:
     return value
 
 
+def check_detector() -> None:
+    """A one-line ConfigError, before any work, when the detector cannot be loaded (onnxruntime or the weights'
+    package missing, or its weights unreadable)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"face detection needs onnxruntime: {_INSTALL} (or --faces off)") from None
+    _weights()
+
+
 @lru_cache(maxsize=8)
 def _priors(height: int, width: int) -> np.ndarray:
     """(N, 4) anchor centres and sizes (cx, cy, w, h) in input pixels, in the network's output order."""

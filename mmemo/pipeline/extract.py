@@ -47,7 +47,7 @@ from mmemo.data.layouts import load_labels
 from mmemo.data.shards import ShardWriter, read_attrs
 from mmemo.errors import MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
-from mmemo.features.detector import DETECTOR_NAME
+from mmemo.features.detector import DETECTOR_NAME, check_detector
 from mmemo.features.registry import check_features
 from mmemo.media.decode import Truncation
 from mmemo.media.files import MEDIA_SUFFIXES, ClipSource, discover
@@ -437,6 +437,8 @@ def extract_corpus(
     if backend not in BACKENDS:
         raise MmemoError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     check_features(cfg.features)
+    if cfg.faces:
+        check_detector()  # a missing detector is one line before any work, not one failure per clip
     corpus = discover(corpus_path)
     if not corpus.clips:
         raise MmemoError(f"{corpus_path}: no audio or video files found (looked for {', '.join(MEDIA_SUFFIXES)})")
