@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import assert_same_shards, extract_cmd, noisy_frames
+from conftest import REALDATA, assert_same_shards, extract_cmd, noisy_frames
 
 from mmemo.cli import main
 from mmemo.data import features_dir as FD
@@ -26,16 +26,23 @@ from mmemo.media.synth import tone, write_media
 pytestmark = pytest.mark.slow  # crash safety at corpus scale: every test needs the six 12-s clips written first
 
 N_CLIPS = 6
+# A real talking face joins the corpus where the recordings are at hand (8 s): resumption with faces found.
+FACE = REALDATA / "sadtalker_hdtf_talking_faces" / "WDA_KatieHill_000.mp4"
+N_LISTED = N_CLIPS + 1 + FACE.exists()  # + voice.wav (+ the face)
+MEDIA_S = N_CLIPS * 12 + 3 + 8 * FACE.exists()
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """Six 12-s clips (video + audio), one audio-only file, labels for some."""
+    """Six 12-s clips (video + audio), one audio-only file, labels for some; and a real talking face (8 s) where the
+    real recordings are at hand, so that resumption is checked on faces found, tracked and aligned too."""
     root = tmp_path_factory.mktemp("kill_corpus")
     for k in range(N_CLIPS):
         audio = tone(200 + 50 * k, 12.0)[None]
         write_media(root / f"s{k % 2}/clip{k}.mp4", frames=noisy_frames(300, k), fps=25, audio=audio)
     write_media(root / "voice.wav", audio=tone(500, 3.0)[None])
+    if FACE.exists():
+        shutil.copy(FACE, root / "s1" / "face.mp4")
     (root / "labels.csv").write_text("clip,valence,arousal\ns0/clip0,0.5,0.1\nvoice,-0.2,0.3\n")
     return root
 
@@ -93,7 +100,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(corpus, reference, tmp_path, whe
     killed = _kill_when(extract_cmd(corpus, out, "-j", jobs), WHEN[when])
     assert killed, f"the run finished before the moment '{when}' was seen"
     done, partial = _state(out)
-    assert len(done) < N_CLIPS + 1
+    assert len(done) < N_LISTED
     rerun = subprocess.run(extract_cmd(corpus, out, "-j", jobs), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     if partial:
@@ -140,7 +147,7 @@ def test_validate_checks_the_manifest_against_the_shards(reference, tmp_path):
     assert "voice.h5: shard not in the manifest" in r.output
     assert "clip4.h5: listed in the manifest but missing" in r.output
     good = CliRunner().invoke(main, ["validate", str(reference), "-j", "2"])
-    assert good.exit_code == 0 and f"{N_CLIPS + 1} shards valid" in good.output
+    assert good.exit_code == 0 and f"{N_LISTED} shards valid" in good.output
 
 
 def test_a_second_writer_is_refused(corpus, tmp_path):
@@ -160,9 +167,10 @@ def test_progress_lines_and_summary(corpus, tmp_path):
     r = subprocess.run(extract_cmd(corpus, tmp_path / "p", "-j", "2"), capture_output=True, text=True)
     assert r.returncode == 0
     last = [line for line in r.stderr.splitlines() if line.startswith("extract: ")][-1]
-    assert last.startswith(f"extract: {N_CLIPS + 1}/{N_CLIPS + 1} clips, 1.2 media min, ")
+    assert last.startswith(f"extract: {N_LISTED}/{N_LISTED} clips, {MEDIA_S / 60:.1f} media min, ")
     assert "x real time, ETA 0:00:00, 0 failed" in last
-    assert f"this run: {N_CLIPS + 1} clips, 0.021 media hours in" in r.stdout and "MiB written, 0 failed" in r.stdout
+    assert f"this run: {N_LISTED} clips, {MEDIA_S / 3600:.3f} media hours in" in r.stdout
+    assert "MiB written, 0 failed" in r.stdout
 
 
 def test_dask_local_cluster_gives_the_same_arrays(corpus, reference, tmp_path):
