@@ -8,6 +8,9 @@
 - Evaluation: consecutive windows ``[0, L), [L, 2L), ...`` cover every row of every clip exactly once.
 - Frames stay uint8 here (pooled to the model's ``video_size``): they become float in [0, 1] in the model
   input path (``to_device``). Audio features are standardised with statistics of the training split.
+- Augmentation (training): drawn per window here, from (seed, epoch, item); the audio's masks and noise are
+  applied here, the frames' crop, flip and colour jitter and the time stretch of every stream on the training
+  device, on the whole batch (``augment_batch``), so that the loader only copies bytes.
 - Rows without labels are masked out of the loss (``label_mask``), never filled in.
 """
 
@@ -268,7 +271,7 @@ class ShardDataset(Dataset):
         item["label_mask"] = m & np.isfinite(y).all(axis=1)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, epoch, index % len(self), 1])
-            item = _augment(item, self.augment, rng, self.max_len)
+            item = _augment(item, self.augment, rng)
         return item
 
 
@@ -303,25 +306,25 @@ class EpochSampler(torch.utils.data.Sampler):
         return -(-self.n // self.num_replicas)
 
 
-def _augment(item: dict, a: Augment, rng: np.random.Generator, max_len: int) -> dict:
-    """Augment one training window in place of its arrays (same geometry for every frame of the window)."""
-    frames = item["frames"]
-    if item["video_mask"].any():
-        s = frames.shape[1]
+def _augment(item: dict, a: Augment, rng: np.random.Generator) -> dict:
+    """Draw one training window's augmentation and apply what is cheap here (the audio's time and feature masks
+    and noise: (L, D) floats); the frames' crop, flip and colour jitter and the time stretch of every stream are
+    only drawn here, as numbers in ``item["aug"]``, and applied to the whole batch on the training device by
+    ``augment_batch`` (a window's frames are ~9 MB; float work on them was what the GPU waited for).
+
+    The draws are made in the same order from the same generator as when all of it ran here, so the distribution
+    of every parameter, and its reproducibility by seed, epoch and item, are unchanged."""
+    s = item["frames"].shape[1]
+    aug = {"video": bool(item["video_mask"].any()), "crop": (s, 0, 0), "flip": False, "jitter": (1.0, 1.0, 1.0),
+           "stretch": 1.0}  # fmt: skip
+    if aug["video"]:
         if a.crop < 1:
             c = int(round(s * rng.uniform(a.crop, 1.0)))
             y0, x0 = rng.integers(0, s - c + 1, size=2)
-            frames = _pool_to(frames[:, y0 : y0 + c, x0 : x0 + c], s)
-        if rng.random() < a.flip:
-            frames = frames[:, :, ::-1]
+            aug["crop"] = (c, int(y0), int(x0))
+        aug["flip"] = bool(rng.random() < a.flip)
         if a.jitter > 0:
-            f = frames.astype(np.float32)
-            b, con, sat = rng.uniform(1 - a.jitter, 1 + a.jitter, size=3)
-            grey = f.mean(axis=3, keepdims=True)
-            f = grey + (f - grey) * sat  # saturation
-            f = (f - f.mean()) * con + f.mean()  # contrast
-            frames = np.clip(f * b, 0, 255).astype(np.uint8)  # brightness
-        item["frames"] = np.ascontiguousarray(frames)
+            aug["jitter"] = tuple(float(v) for v in rng.uniform(1 - a.jitter, 1 + a.jitter, size=3))  # b, con, sat
     x = item["audio"].copy()
     L, D = x.shape
     if D and item["audio_mask"].any():
@@ -337,35 +340,94 @@ def _augment(item: dict, a: Augment, rng: np.random.Generator, max_len: int) -> 
             x += rng.normal(0, a.noise, x.shape).astype(np.float32)
     item["audio"] = x
     if a.stretch > 0 and L > 1:
-        item = _stretch(item, rng.uniform(1 - a.stretch, 1 + a.stretch), max_len)
+        aug["stretch"] = float(rng.uniform(1 - a.stretch, 1 + a.stretch))
+    item["aug"] = aug
     return item
 
 
-def _pool_to(frames: np.ndarray, size: int) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def augment_batch(b: dict[str, torch.Tensor], max_len: int) -> dict[str, torch.Tensor]:
+    """Apply the frames' augmentation and the time stretch drawn by ``_augment`` to a collated batch on its
+    device, all windows at once. ``b["frames"]`` (B, T, S, S, 3) float in [0, 1] (after ``to_device``).
 
-
-def _stretch(item: dict, factor: float, max_len: int) -> dict:
-    """Play the window ``factor`` times slower: every stream is resampled on one new time axis together.
-
-    A stretched window is cut back to ``max_len`` rows so that batches never outgrow the configured length.
+    Per window, as the per-window code did: a crop of c x c pixels at (y0, x0) resized back to S x S (bilinear,
+    rounded to a grey level), a horizontal flip, then saturation, contrast (around the window's mean) and
+    brightness (truncated to a grey level), on windows with video only; then every stream resampled on one time
+    axis ``factor`` times slower (linear for features and labels, nearest for frames and masks), cut to
+    ``max_len`` rows. Returns a new batch dict (T may change; ``pad_mask`` says which rows are real).
     """
-    L = len(item["audio"])
-    n = min(max_len, max(2, int(round(L * factor))))
-    src = np.minimum(np.arange(n) / factor, L - 1)  # source position of each new row; a cut keeps the start
-    near = np.rint(src).astype(int)
-    lo = np.floor(src).astype(int)
-    hi = np.minimum(lo + 1, L - 1)
-    w = (src - lo)[:, None].astype(np.float32)
-    out = dict(item)
-    out["audio"] = (item["audio"][lo] * (1 - w) + item["audio"][hi] * w).astype(np.float32)
-    out["labels"] = (item["labels"][lo] * (1 - w) + item["labels"][hi] * w).astype(np.float32)
-    out["label_mask"] = item["label_mask"][lo] & item["label_mask"][hi]
-    for k in ("frames", "audio_mask", "video_mask"):
-        out[k] = item[k][near]
+    frames, pad = b["frames"], b["pad_mask"]
+    B, T, S = frames.shape[:3]
+    video = b["aug_video"]
+    if bool(video.any()):
+        x = frames * 255.0  # grey levels, as the stored bytes
+        crop = b["aug_crop"]  # (B, 3): c, y0, x0
+        ylo, yhi, wy = _resize_axis(crop[:, 1], crop[:, 0], S, torch.zeros_like(video))
+        xlo, xhi, wx = _resize_axis(crop[:, 2], crop[:, 0], S, b["aug_flip"])
+        # separable bilinear resize of each window's crop, along W then H (the order PyTorch's bilinear resize adds
+        # in, so that the rounding below agrees with it)
+        cols = _take(x, xlo, 3) * (1 - wx.view(B, 1, 1, S, 1)) + _take(x, xhi, 3) * wx.view(B, 1, 1, S, 1)
+        y = _take(cols, ylo, 2) * (1 - wy.view(B, 1, S, 1, 1)) + _take(cols, yhi, 2) * wy.view(B, 1, S, 1, 1)
+        y = y.round().clamp_(0, 255).permute(0, 1, 4, 2, 3)  # (B, T, 3, S, S)
+        jit = b["aug_jitter"].to(y.dtype)  # (B, 3): brightness, contrast, saturation
+        bright, con, sat = (jit[:, k].view(B, 1, 1, 1, 1) for k in range(3))
+        grey = y.mean(dim=2, keepdim=True)
+        y = grey + (y - grey) * sat
+        w = pad.to(y.dtype).view(B, T, 1, 1, 1)
+        mean = (y * w).sum(dim=(1, 2, 3, 4), keepdim=True) / (w.sum(dim=1, keepdim=True) * 3 * S * S).clamp_min(1)
+        y = (y - mean) * con + mean
+        y = (y * bright).clamp_(0, 255).floor_()  # the per-window code truncated to uint8 here
+        y = y.permute(0, 1, 3, 4, 2) / 255.0
+        frames = torch.where(video.view(B, 1, 1, 1, 1), y, frames)
+    factor = b["aug_stretch"].to(torch.float64)  # (B,)
+    lengths = pad.sum(dim=1)  # L per window
+    n = torch.where(factor != 1.0, torch.clamp(torch.round(lengths * factor), min=2), lengths.to(torch.float64))
+    n = torch.minimum(n, torch.full_like(n, max_len)).to(torch.long)
+    n = torch.where(lengths > 1, n, lengths)
+    T2 = int(n.max())
+    t = torch.arange(T2, device=pad.device, dtype=torch.float64)
+    last = (lengths - 1).clamp_min(0).to(torch.float64)[:, None]
+    src = torch.minimum(t[None] / factor[:, None], last)  # (B, T2): source position of each new row
+    lo = src.floor().long()
+    hi = torch.minimum(lo + 1, last.long())
+    near = src.round().long()  # round half to even, as np.rint
+    wgt = (src - lo).to(b["audio"].dtype)[..., None]
+    out = dict(b)
+    bi = torch.arange(B, device=pad.device)[:, None]
+    out["audio"] = b["audio"][bi, lo] * (1 - wgt) + b["audio"][bi, hi] * wgt
+    out["labels"] = b["labels"][bi, lo] * (1 - wgt) + b["labels"][bi, hi] * wgt
+    out["label_mask"] = b["label_mask"][bi, lo] & b["label_mask"][bi, hi]
+    out["frames"] = frames[bi, near]
+    out["audio_mask"], out["video_mask"] = b["audio_mask"][bi, near], b["video_mask"][bi, near]
+    out["pad_mask"] = t[None] < n[:, None]
+    for k in ("audio", "labels", "frames"):
+        out[k] = out[k] * out["pad_mask"].view(B, T2, *([1] * (out[k].dim() - 2))).to(out[k].dtype)
+    for k in ("label_mask", "audio_mask", "video_mask"):
+        out[k] = out[k] & out["pad_mask"]
     return out
+
+
+def _resize_axis(start: torch.Tensor, c: torch.Tensor, S: int, flip: torch.Tensor) -> tuple:
+    """Per window, the two source pixels and the weight of the second for each of the S output positions of a
+    ``c``-pixel stretch starting at ``start`` resized to S (bilinear, half-pixel centres, as PyTorch's resize:
+    negative positions clamped to 0); reversed where ``flip``. Returns (lo, hi) long and w float, each (B, S)."""
+    j = torch.arange(S, device=c.device, dtype=torch.float32)
+    cf = c.to(torch.float32)[:, None]
+    src = ((j[None] + 0.5) * (cf / S) - 0.5).clamp_min(0)
+    lo = src.floor().long()
+    w = src - lo
+    hi = torch.minimum(lo + 1, c[:, None] - 1)
+    lo, hi = lo + start[:, None], hi + start[:, None]
+    rev = flip.view(-1, 1)
+    return (torch.where(rev, lo.flip(1), lo), torch.where(rev, hi.flip(1), hi), torch.where(rev, w.flip(1), w))
+
+
+def _take(x: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` (B, T, H, W, 3) gathered along ``dim`` (2 or 3) at ``idx`` (B, n), per window."""
+    shape = [x.shape[0], 1, 1, 1, 1]
+    shape[dim] = idx.shape[1]
+    size = list(x.shape)
+    size[dim] = idx.shape[1]
+    return torch.gather(x, dim, idx.view(shape).expand(size))
 
 
 def collate(items: list[dict]) -> dict[str, torch.Tensor]:
@@ -388,6 +450,13 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
         out["pad_mask"][i, :n] = True
         for k in ("audio", "frames", "labels", "audio_mask", "video_mask", "label_mask"):
             out[k][i, :n] = torch.from_numpy(np.ascontiguousarray(it[k]))
+    if "aug" in first:  # the augmentation drawn for each window, applied on the device (augment_batch)
+        augs = [it["aug"] for it in items]
+        out["aug_video"] = torch.tensor([a["video"] for a in augs])
+        out["aug_crop"] = torch.tensor([a["crop"] for a in augs], dtype=torch.long)
+        out["aug_flip"] = torch.tensor([a["flip"] for a in augs])
+        out["aug_jitter"] = torch.tensor([a["jitter"] for a in augs], dtype=torch.float32)
+        out["aug_stretch"] = torch.tensor([a["stretch"] for a in augs], dtype=torch.float64)
     return out
 
 

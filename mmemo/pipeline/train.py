@@ -31,7 +31,16 @@ from torch.utils.data import DataLoader
 from mmemo import __version__, atomic
 from mmemo.config import FACE_SHARE_MIN, RESUMABLE, SMALL_CORPUS_S, TrainConfig
 from mmemo.data import schema as S
-from mmemo.data.dataset import Augment, EpochSampler, ShardDataset, collate, face_share, feature_stats, to_device
+from mmemo.data.dataset import (
+    Augment,
+    EpochSampler,
+    ShardDataset,
+    augment_batch,
+    collate,
+    face_share,
+    feature_stats,
+    to_device,
+)
 from mmemo.data.features_dir import ClipRef, load_corpus, media_seconds, split, val_fraction
 from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import open_shard
@@ -278,6 +287,8 @@ class Trainer:
             self.opt, max_lr=cfg.lr, total_steps=steps, pct_start=max(cfg.pct_start, min(0.5, 2.0 / steps))
         )
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -math.inf, 0
+        self.timing: dict[str, float] = {}
+        self._starved_said = False
         self.train_loader: DataLoader | None = None
         self.val_loader: DataLoader | None = None
         if ckpt is not None:
@@ -380,8 +391,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ the loop
     def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One optimisation step on a collated batch: forward, loss, backward, clipping, AdamW, OneCycle."""
+        """One optimisation step on a collated batch: augmentation on the device (``augment_batch``), forward,
+        loss, backward, clipping, AdamW, OneCycle."""
         b = to_device(batch, self.device)
+        if "aug_stretch" in b:
+            b = augment_batch(b, self.cfg.max_seq_len)
         with self._autocast():
             pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
         pred, labels, mask = pred.float(), b["labels"], b["label_mask"]
@@ -399,6 +413,9 @@ class Trainer:
         return loss.detach()
 
     def train_epoch(self) -> float:
+        """One pass over the training windows; the mean training loss. ``self.timing`` gets the epoch's figures:
+        seconds waiting for the loader (``data_s``) and computing (``step_s``), windows per second, and on CUDA the
+        peak GPU memory (as timm's ``Data:`` / ``Time:``)."""
         self.model.train()
         if self.train_loader is None:
             self.train_loader = self._loader(self.train_set, shuffle=True)
@@ -407,13 +424,30 @@ class Trainer:
         batches = self.train_loader
         from tqdm import tqdm
 
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, disable=not self.progress,
                    file=sys.stderr)  # fmt: skip
+        data_s = step_s = 0.0
+        t = time.perf_counter()
         for batch in bar:
+            ready = time.perf_counter()
+            data_s += ready - t  # waiting for the loader (the bar's own bookkeeping included: microseconds)
             loss = self.train_step(batch)
-            total += loss.item() * len(batch["clip"])
+            value = loss.item()  # waits for the device: the step is done
+            t = time.perf_counter()
+            step_s += t - ready
+            total += value * len(batch["clip"])
             n += len(batch["clip"])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{value:.4f}")
+        self.timing = {
+            "data_s": data_s,
+            "step_s": step_s,
+            "windows_per_s": n / (data_s + step_s) if data_s + step_s > 0 else math.nan,
+            "gpu_mem_mib": torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda"
+            else math.nan,
+        }  # fmt: skip
+        self._say_if_starved()
         if self.world > 1:
             import torch.distributed as dist
 
@@ -421,6 +455,19 @@ class Trainer:
             dist.all_reduce(t)
             total, n = float(t[0]), int(t[1])
         return total / max(n, 1)
+
+    def _say_if_starved(self) -> None:
+        """Once per run: the model waited for data longer than it computed (from the second epoch, when the frame
+        cache is built and the workers are up), with what to do about it."""
+        data, step = self.timing["data_s"], self.timing["step_s"]
+        if self._starved_said or self.epoch == 0 or data <= step:
+            return
+        self._starved_said = True
+        fixes = [f"more DataLoader workers (--workers, now {self.cfg.workers}; one per free core)"]
+        if not self.cfg.frame_cache:
+            fixes.append("the frame cache (drop --no-frame-cache)")
+        self.log(f"the {self.device.type.upper()} waited for data {data:.1f} s and computed {step:.1f} s this epoch: "
+                 f"the loader is the bottleneck; try {' or '.join(fixes)}")  # fmt: skip
 
     @torch.no_grad()
     def predict(self, dataset: ShardDataset) -> dict[int, dict[str, np.ndarray]]:
@@ -504,11 +551,12 @@ class Trainer:
             else:
                 self.bad_epochs += 1
             row = {"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss, "mean_ccc": mean_ccc,
-                   **metrics, "lr": self.sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}  # fmt: skip
+                   **metrics, "lr": self.sched.get_last_lr()[0], "seconds": time.perf_counter() - t0,
+                   **self.timing}  # fmt: skip
             ckpt = self.checkpoint() if self.is_main else None
             if self.is_main:
                 header = not history_path.exists()
-                pd.DataFrame([row]).to_csv(history_path, mode="a", header=header, index=False)
+                _append_history(history_path, row)
                 save_checkpoint(ckpt, self.run_dir / "last.pt")
                 if improved:
                     save_checkpoint(ckpt, self.run_dir / "best.pt")
@@ -557,17 +605,34 @@ class Trainer:
         traces(preds, names, self.run_dir / "val_traces.png", fps=self.corpus.extract_cfg.fps)
 
 
+def _append_history(path: Path, row: dict) -> None:
+    """Append one epoch to metrics.csv; a file written by an older mmemo (fewer columns) is rewritten with the
+    union of the columns, so that a resumed run never misaligns them."""
+    new = pd.DataFrame([row])
+    if path.exists():
+        old_cols = pd.read_csv(path, nrows=0).columns
+        if list(old_cols) != list(new.columns):
+            atomic.write_text(path, pd.concat([pd.read_csv(path), new], ignore_index=True).to_csv(index=False))
+            return
+    new.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
 def format_row(row: dict, header: bool, best: bool) -> str:
     cols = [("epoch", "{:>5d}"), ("train_loss", "{:>10.4f}"), ("val_loss", "{:>8.4f}")]
     for d in DIMENSIONS:
         cols += [(f"{d}_ccc", "{:>7.3f}"), (f"{d}_ccc_clip", "{:>8.3f}"), (f"{d}_pcc", "{:>6.3f}"),
                  (f"{d}_rmse", "{:>6.3f}"), (f"{d}_mae", "{:>6.3f}")]  # fmt: skip
-    line = " ".join(fmt.format(row[k]) for k, fmt in cols) + ("  *" if best else "")
+    cols += [("data_s", "{:>6.1f}"), ("step_s", "{:>6.1f}"), ("windows_per_s", "{:>6.1f}")]
+    gpu = math.isfinite(row.get("gpu_mem_mib", math.nan))
+    if gpu:
+        cols.append(("gpu_mem_mib", "{:>8.0f}"))
+    line = " ".join(fmt.format(row.get(k, math.nan)) for k, fmt in cols) + ("  *" if best else "")
     if not header:
         return line
     titles = ["epoch", "train_loss", "val_loss"]
     for d in ("V", "A"):
         titles += [f"{d}.ccc", f"{d}.ccc/clip", f"{d}.pcc", f"{d}.rmse", f"{d}.mae"]
-    widths = [5, 10, 8] + [7, 8, 6, 6, 6] * 2
+    titles += ["data", "step", "win/s"] + (["GPU MiB"] if gpu else [])
+    widths = [5, 10, 8] + [7, 8, 6, 6, 6] * 2 + [6, 6, 6] + ([8] if gpu else [])
     head = " ".join(t.rjust(w) for t, w in zip(titles, widths, strict=True))
     return head + "\n" + line
