@@ -239,7 +239,7 @@ class ShardDataset(Dataset):
                 self._pooled[ci] = pooled_frames(h5, self.clips[ci], self.video_size, self.frame_cache, self.visual)
             cached = self._pooled[ci]
             if cached is not None:
-                return np.array(cached[start:stop])
+                return cached[start:stop]  # a read-only view of the memory map: collate makes the one copy
         return read_visual(h5, self.visual, self.video_size, start, stop)
 
     def __getitem__(self, index: int) -> dict:
@@ -400,7 +400,8 @@ def augment_batch(b: dict[str, torch.Tensor], max_len: int) -> dict[str, torch.T
     out["audio_mask"], out["video_mask"] = b["audio_mask"][bi, near], b["video_mask"][bi, near]
     out["pad_mask"] = t[None] < n[:, None]
     for k in ("audio", "labels", "frames"):
-        out[k] = out[k] * out["pad_mask"].view(B, T2, *([1] * (out[k].dim() - 2))).to(out[k].dtype)
+        keep = out["pad_mask"].view(B, T2, *([1] * (out[k].dim() - 2)))
+        out[k] = torch.where(keep, out[k], torch.zeros((), dtype=out[k].dtype, device=out[k].device))
     for k in ("label_mask", "audio_mask", "video_mask"):
         out[k] = out[k] & out["pad_mask"]
     return out
@@ -445,11 +446,12 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
         "clip": torch.tensor([it["clip"] for it in items]),
         "start": torch.tensor([it["start"] for it in items]),
     }
+    arrays = {k: out[k].numpy() for k in ("audio", "frames", "labels", "audio_mask", "video_mask", "label_mask")}
     for i, it in enumerate(items):
         n = len(it["audio"])
         out["pad_mask"][i, :n] = True
-        for k in ("audio", "frames", "labels", "audio_mask", "video_mask", "label_mask"):
-            out[k][i, :n] = torch.from_numpy(np.ascontiguousarray(it[k]))
+        for k, a in arrays.items():
+            a[i, :n] = it[k]  # one copy per stream, straight from the window (a memory-mapped view for frames)
     if "aug" in first:  # the augmentation drawn for each window, applied on the device (augment_batch)
         augs = [it["aug"] for it in items]
         out["aug_video"] = torch.tensor([a["video"] for a in augs])

@@ -10,6 +10,7 @@ from torch import nn
 
 from mmemo.model.config import ModelConfig
 from mmemo.model.encoder import CrossModalAttention, TransformerEncoder
+from mmemo.model.sync import global_stats
 
 
 def sinusoidal_positions(T: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -23,7 +24,13 @@ def sinusoidal_positions(T: int, dim: int, device: torch.device) -> torch.Tensor
 
 
 class MaskedBatchNorm(nn.Module):
-    """Batch normalisation over the real positions of (B, T, D) only: padding never enters the statistics."""
+    """Batch normalisation over the real positions of (B, T, D) only: padding never enters the statistics.
+
+    Under DistributedDataParallel (``torch.distributed`` initialised, more than one process), the statistics are
+    those of the global batch: each rank's sums, sums of squares and counts are added across ranks (autograd
+    flows through the reduction), as ``SyncBatchNorm`` does for the frame CNN's batch norms on GPUs; small
+    per-rank batches then do not skew them. A rank with no real position still takes part in the reduction.
+    """
 
     def __init__(self, dim: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
@@ -32,14 +39,20 @@ class MaskedBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
+        self.sync = False  # set by the trainer under DistributedDataParallel (mmemo.model.sync.global_stats)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, T, D), mask (B, T) bool -> (B, T, D)."""
-        if self.training and int(mask.sum()) > 1:
+        mean, var, n = self.running_mean, self.running_var, 0.0
+        if self.training and self.sync:  # under DDP: the global batch's statistics
+            mean, var, n = global_stats(x, mask)
+        elif self.training:
             sel = x[mask].float()  # (N, D)
-            mean, var = sel.mean(0), sel.var(0, unbiased=False)
+            n = float(sel.shape[0])
+            if n > 1:
+                mean, var = sel.mean(0), sel.var(0, unbiased=False)
+        if self.training and n > 1:
             with torch.no_grad():
-                n = sel.shape[0]
                 self.running_mean.lerp_(mean.detach(), self.momentum)
                 self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
         else:

@@ -54,7 +54,7 @@ from mmemo.model.checkpoint import (
     save_checkpoint,
 )
 from mmemo.model.config import ModelConfig
-from mmemo.model.multimodal import MultiModalTransformer
+from mmemo.model.multimodal import MaskedBatchNorm, MultiModalTransformer
 from mmemo.pipeline.metrics import ccc, evaluate, is_constant
 from mmemo.provenance import package_versions
 
@@ -303,6 +303,11 @@ class Trainer:
 
             # Unused parameters happen: a batch without video leaves the frame encoder out of the graph.
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.device.type == "cuda":  # the frame CNN's batch norms over the global batch (NCCL only)
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            for m in self.model.modules():  # the fusion's masked batch norm: any backend, gloo included
+                if isinstance(m, MaskedBatchNorm):
+                    m.sync = True
             self.net = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -374,7 +379,10 @@ class Trainer:
         }
 
     def _loader(self, dataset: ShardDataset, shuffle: bool) -> DataLoader:
-        """A DataLoader whose workers (spawned, so no HDF5 handle or thread crosses a fork) live for the run."""
+        """A DataLoader whose workers (spawned, so no HDF5 handle or thread crosses a fork) live for the run.
+
+        Its workers only read and copy: the frames' augmentation runs in ``train_step``, on the whole batch, on
+        the training device (the CPU's own cores when there is no GPU)."""
         sampler = EpochSampler(len(dataset), seed=self.cfg.seed, shuffle=shuffle, rank=self.rank,
                                num_replicas=self.world)  # fmt: skip
         workers = self.cfg.workers

@@ -1,0 +1,69 @@
+"""The masked batch norm under DistributedDataParallel (issue 14): two real processes on gloo, each with half of a
+batch, give the outputs, input gradients, parameter gradients and running statistics of one process holding the
+whole batch, although their halves have different numbers of real (unpadded) rows."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import torch
+import torch.multiprocessing as mp
+
+from mmemo.model.multimodal import MaskedBatchNorm
+
+D = 6
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 7, D, generator=g) * 3 + 1
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    mask[0, 5:] = False  # rank 0's half has 12 real rows, rank 1's 9: unequal shares
+    mask[2, 2:] = False
+    mask[3, 6:] = False
+    return x, mask
+
+
+def _run(norm: MaskedBatchNorm, x: torch.Tensor, mask: torch.Tensor) -> dict:
+    x = x.clone().requires_grad_(True)
+    y = norm(x, mask)
+    (y * torch.arange(1, D + 1) * mask[..., None]).sum().backward()  # a loss that weighs the features differently
+    return {"y": y.detach(), "gx": x.grad, "gw": norm.weight.grad, "gb": norm.bias.grad,
+            "mean": norm.running_mean.clone(), "var": norm.running_var.clone()}  # fmt: skip
+
+
+def _rank(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    x, mask = _batch()
+    norm = MaskedBatchNorm(D)
+    norm.sync = True
+    half = slice(2 * rank, 2 * rank + 2)
+    got = _run(norm, x[half], mask[half])
+    for k in ("gw", "gb"):  # DDP averages parameter gradients over ranks; here: summed, as one process would
+        dist.all_reduce(got[k])
+    torch.save(got, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_on_gloo_equal_one_process_on_the_whole_batch(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "rank")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))  # the spawned ranks import this test module
+    mp.start_processes(_rank, args=(port, out), nprocs=2, join=True, start_method="spawn")
+    x, mask = _batch()
+    whole = _run(MaskedBatchNorm(D), x, mask)
+    parts = [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([p["y"] for p in parts]), whole["y"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([p["gx"] for p in parts]), whole["gx"], rtol=1e-4, atol=1e-5)
+    for k in ("gw", "gb", "mean", "var"):
+        for p in parts:
+            torch.testing.assert_close(p[k], whole[k], rtol=1e-5, atol=1e-5, msg=k)
+    # without the reduction each rank normalises by its own half: not the same numbers
+    alone = _run(MaskedBatchNorm(D), x[:2], mask[:2])
+    assert not torch.allclose(alone["y"], whole["y"][:2], atol=1e-3)
