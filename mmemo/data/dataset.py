@@ -190,7 +190,7 @@ class ShardDataset(Dataset):
         self.visual = visual
         self.clips, self.names = clips, list(feature_names)
         self.frame_cache = Path(frame_cache) if frame_cache is not None else None
-        self._pooled: dict[int, np.ndarray | None] = {}
+        self._pooled: dict[str, np.ndarray | None] = {}
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.max_len, self.train, self.video_size, self.use_video = max_len, train, video_size, use_video
         self.augment = augment if (augment is not None and augment.enabled and train) else None
@@ -235,9 +235,10 @@ class ShardDataset(Dataset):
     def _frames(self, ci: int, h5: h5py.File, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of clip ``ci``'s frames at ``video_size``: from the cache when there is one."""
         if self.frame_cache is not None:
-            if ci not in self._pooled:
-                self._pooled[ci] = pooled_frames(h5, self.clips[ci], self.video_size, self.frame_cache, self.visual)
-            cached = self._pooled[ci]
+            key = self.clips[ci].path  # one memory map per file, however often a clip is listed
+            if key not in self._pooled:
+                self._pooled[key] = pooled_frames(h5, self.clips[ci], self.video_size, self.frame_cache, self.visual)
+            cached = self._pooled[key]
             if cached is not None:
                 return cached[start:stop]  # a read-only view of the memory map: collate makes the one copy
         return read_visual(h5, self.visual, self.video_size, start, stop)
