@@ -8,6 +8,8 @@ grow with the clip's length.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ class FaceChunk:
 
 
 FaceSink = Callable[[FaceChunk], None]
+_END = object()  # the end of a FaceStream's queue
 _DETECTOR: list = []  # one detector per process (its ONNX session costs ~50 ms to build)
 
 
@@ -51,19 +54,77 @@ def face_options(cfg: ExtractConfig) -> FaceOptions:
 
 
 class FaceStream:
-    """Feeds a FaceTracker one picture per grid row and hands its rows on in chunks of ``chunk`` rows."""
+    """Feeds a FaceTracker one picture per grid row and hands its rows on in chunks of ``chunk`` rows.
 
-    def __init__(self, cfg: ExtractConfig, sink: FaceSink, chunk: int = 16, detector=None) -> None:
+    ``background``: the tracker runs in a thread of its own, fed through a bounded queue, so that detection and
+    alignment (onnxruntime and Pillow let go of the GIL) overlap with decoding and the audio features instead of
+    following them; the rows, their order and every number are the same, and ``sink`` is still only called in
+    the caller's thread (from ``push`` and ``finish``: a shard writer is not shared between threads).
+    ``close`` stops the thread on a failure elsewhere."""
+
+    _QUEUE = 32  # pictures in flight at most (each holds a decoded frame)
+
+    def __init__(self, cfg: ExtractConfig, sink: FaceSink, chunk: int = 16, detector=None,
+                 background: bool = False) -> None:  # fmt: skip
         self.tracker = FaceTracker(detector or face_detector(), face_options(cfg))
         self.sink, self.chunk, self.size = sink, chunk, cfg.face_size
         self.rows: list[FaceRow] = []
         self.n_rows = self.n_present = 0
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._emit: FaceSink = sink
+        if background:
+            self._done: queue.SimpleQueue = queue.SimpleQueue()  # chunks made by the thread, for the caller's sink
+            self._emit = self._done.put
+            self._queue = queue.Queue(maxsize=self._QUEUE)
+            self._thread = threading.Thread(target=self._work, name="mmemo-faces", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _END:
+                    return
+                self._take(self.tracker.push(item))
+        except BaseException as e:  # handed to the decoding thread by push / finish
+            self._error = e
+            while self._queue.get() is not _END:  # drain, so that a waiting producer is never stuck
+                pass
 
     def push(self, picture) -> None:
-        self._take(self.tracker.push(picture))
+        if self._queue is None:
+            self._take(self.tracker.push(picture))
+            return
+        if self._error is not None:
+            raise self._error
+        self._queue.put(picture)
+        self._forward()
+
+    def _forward(self) -> None:
+        """Hand the chunks the thread has made so far to the sink, in order, in this thread."""
+        while True:
+            try:
+                chunk = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self.sink(chunk)
+
+    def close(self) -> None:
+        """Stop the background thread once it has taken the pictures already queued."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_END)
+            self._thread.join()
 
     def finish(self) -> dict:
         """Flush every row; returns the clip's face summary (rows, rows with a face, detector runs, ...)."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+        if self._thread is not None:
+            self._forward()
+            self._emit = self.sink  # the thread is done: the last rows go straight to the sink
         self._take(self.tracker.finish())
         self._flush()
         t = self.tracker
@@ -87,7 +148,7 @@ class FaceStream:
         mask = np.array([r.present for r in rows], bool)
         self.n_rows += len(rows)
         self.n_present += int(mask.sum())
-        self.sink(
+        self._emit(
             FaceChunk(
                 rows[0].row,
                 crops,
@@ -111,31 +172,39 @@ def featurise(
     threads: int = 0,
 ) -> DecodedMedia:
     """Decode ``path`` onto the grid, sending frame chunks to ``on_frames``, feature rows to ``on_features`` and,
-    when ``cfg.faces`` and the clip has video, face chunks to ``on_faces`` (its summary in ``face_stats``).
+    when ``cfg.faces`` and the clip has video, face chunks to ``on_faces`` (its summary in ``face_stats``; the
+    face tracker runs in a thread beside the decoding).
 
     Feature rows past the returned ``n_frames`` may be sent (audio that outlasts the video); sinks drop them.
     """
     stream = AudioFeatureStream(cfg, on_features)
-    faces = FaceStream(cfg, on_faces, chunk_frames) if cfg.faces and on_faces is not None else None
-    dec = decode_media(
-        path,
-        audio_path=audio_path,
-        fps=cfg.fps,
-        sample_rate=cfg.sample_rate,
-        size=cfg.frame_size,
-        aspect=cfg.aspect,
-        on_frames=on_frames,
-        on_audio=stream.push,
-        chunk_frames=chunk_frames,
-        threads=threads,
-        on_picture=faces.push if faces is not None else None,
-    )
+    faces = FaceStream(cfg, on_faces, chunk_frames, background=True) if cfg.faces and on_faces is not None else None
+    try:
+        dec = decode_media(
+            path,
+            audio_path=audio_path,
+            fps=cfg.fps,
+            sample_rate=cfg.sample_rate,
+            size=cfg.frame_size,
+            aspect=cfg.aspect,
+            on_frames=on_frames,
+            on_audio=stream.push,
+            chunk_frames=chunk_frames,
+            threads=threads,
+            on_picture=faces.push if faces is not None else None,
+        )
+    except BaseException:
+        if faces is not None:
+            faces.close()  # no thread left behind holding decoded frames
+        raise
     if dec.has_audio:
         stream.finish(dec.n_frames)
-    if faces is not None and dec.has_video:
-        dec.face_stats = faces.finish()
-        if dec.face_stats["rows"] != dec.n_frames:
-            raise AssertionError(f"{dec.face_stats['rows']} face rows for {dec.n_frames} rows")
+    if faces is not None:
+        stats = faces.finish()
+        if dec.has_video:
+            dec.face_stats = stats
+            if stats["rows"] != dec.n_frames:
+                raise AssertionError(f"{stats['rows']} face rows for {dec.n_frames} rows")
     return dec
 
 
