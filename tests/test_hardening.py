@@ -60,7 +60,8 @@ def _copy(features: Path, dest: Path) -> Path:
 def _one_line_error(result, *needles: str) -> None:
     """Exit 1 and one `Error: ...` line naming what is wrong (no traceback)."""
     assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     lines = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
     assert len(lines) == 1, result.output
     for n in needles:

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from mmemo import atomic
 from mmemo.data import schema as S
 from mmemo.data.features_dir import ClipRef, check_relative
-from mmemo.data.shards import has_faces, open_shard, read_faces, read_frames
+from mmemo.data.shards import face_rows, has_faces, open_shard, read_faces, read_frames
 
 
 @dataclass(frozen=True)
@@ -111,18 +111,14 @@ def read_visual(h5: h5py.File, visual: str, size: int, start: int = 0, stop: int
 
 def face_share(clips: list[ClipRef]) -> float | None:
     """Share of the clips' video rows with a face found; None when none of the shards holds faces."""
-    rows = found = 0
-    any_faces = False
+    counts = []
     for c in clips:
         with open_shard(c.path) as h5:
-            if S.VIDEO not in h5 or not has_faces(h5):
-                continue
-            any_faces = True
-            video = h5[S.VIDEO_MASK][()]
-            rows += int(video.sum())
-            found += int((h5[S.FACE_MASK][()] & video).sum())
-    if not any_faces:
+            counts.append(face_rows(h5))
+    counts = [n for n in counts if n is not None]
+    if not counts:
         return None
+    found, rows = (sum(x) for x in zip(*counts, strict=True))
     return found / rows if rows else 0.0
 
 

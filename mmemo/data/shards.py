@@ -132,7 +132,6 @@ class ShardWriter:
             ):
                 self.h5.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                                        chunks=(S.FEATURE_CHUNK, *shape))  # fmt: skip
-            self.n_faces = 0
         if chunk.start != self.n_faces:
             raise ValueError(f"face rows from {chunk.start} after {self.n_faces} rows written")
         for name, data in ((S.FACE_MASK, chunk.mask), (S.FACE_BOXES, chunk.boxes),
@@ -265,6 +264,16 @@ def has_faces(h5: h5py.File) -> bool:
     return S.FACES in h5
 
 
+def face_rows(h5: h5py.File) -> tuple[int, int] | None:
+    """(video rows with a face, video rows) of a shard; None when it holds no faces (no video, extracted with
+    --faces off, or a version-1 shard). A face outside the video rows cannot be (no picture, no detection): the
+    count is of both masks together anyway, so a share never exceeds 1."""
+    if S.VIDEO not in h5 or not has_faces(h5) or S.FACE_MASK not in h5:
+        return None
+    video = h5[S.VIDEO_MASK][()]
+    return int((h5[S.FACE_MASK][()] & video).sum()), int(video.sum())
+
+
 def read_faces(h5: h5py.File, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``[start, stop)`` of a shard's face crops (n, F, F, 3) uint8 and mask (n,) bool (black where False)."""
     mask = h5[S.FACE_MASK][start:stop]
@@ -360,11 +369,17 @@ def _check_frames(h5: h5py.File, path: Path, T: int) -> list[str]:
             return [f"{path}: /{S.FRAMES} is {ds.shape} {ds.dtype}, expected ({T}, S, S, 3) uint8"]
     if n != T:
         return [f"{path}: {n} frames for {T} rows"]
-    try:
-        for i in range(0, T, 256):
-            read_frames(h5, i, min(T, i + 256))
-    except (OSError, ValueError) as e:
-        return [f"{path}: frames unreadable near row {i} ({str(e).splitlines()[0]})"]
+    return _unreadable(read_frames, h5, path, T, "frames")
+
+
+def _unreadable(read, h5: h5py.File, path: Path, T: int, what: str) -> list[str]:
+    """Read rows ``[0, T)`` with ``read(h5, start, stop)`` 256 at a time (every chunk decompressed, every JPEG
+    decoded); one problem line at the first block that fails."""
+    for i in range(0, T, 256):
+        try:
+            read(h5, i, min(T, i + 256))
+        except (OSError, ValueError) as e:
+            return [f"{path}: {what} unreadable near row {i} ({str(e).splitlines()[0]})"]
     return []
 
 
@@ -383,9 +398,4 @@ def _check_faces(h5: h5py.File, path: Path, T: int) -> list[str]:
     boxes = h5[S.FACE_BOXES][()]
     if not np.isfinite(boxes[mask]).all() or np.isfinite(boxes[~mask]).any():
         problems.append(f"{path}: face boxes are not finite exactly where /faces/mask says a face is")
-    try:
-        for i in range(0, T, 256):
-            read_faces(h5, i, min(T, i + 256))
-    except Exception as e:
-        problems.append(f"{path}: face crops unreadable near row {i} ({str(e).splitlines()[0]})")
-    return problems
+    return problems + _unreadable(read_faces, h5, path, T, "face crops")

@@ -66,7 +66,8 @@ class FaceStream:
 
     def __init__(self, cfg: ExtractConfig, sink: FaceSink, chunk: int = 16, detector=None,
                  background: bool = False) -> None:  # fmt: skip
-        self.tracker = FaceTracker(detector or face_detector(), face_options(cfg))
+        # The process's detector is built at the first detection, so an audio-only clip never builds one.
+        self.tracker = FaceTracker(detector or (lambda rgb: face_detector()(rgb)), face_options(cfg))
         self.sink, self.chunk, self.size = sink, chunk, cfg.face_size
         self.rows: list[FaceRow] = []
         self.n_rows = self.n_present = 0

@@ -12,6 +12,8 @@ What the consumer gets, through a queue, as soon as it exists:
   arrive one source-frame interval after their frame.
 - ``("audio", samples (n,) float32, wall time, span, gaps)``: consecutive mono samples from the origin on, with
   the audio track's decoded ``span`` and filled ``gaps`` (sample ranges) as of these samples.
+- whatever the ``on_picture`` / ``on_end`` callbacks ``put`` (``mmemo.pipeline.stream``: ``("faces", chunk)``,
+  each row's aligned face, a few rows after its frame);
 - ``("end", n_rows, wall time)`` once the source ends (``n_rows`` as ``decode_media`` would count them), or
   ``("error", message, wall time)``.
 

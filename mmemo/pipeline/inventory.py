@@ -16,7 +16,7 @@ import pandas as pd
 
 from mmemo.data import schema as S
 from mmemo.data.features_dir import MANIFEST, SHARD_DIR, read_manifest
-from mmemo.data.shards import has_faces, open_shard
+from mmemo.data.shards import face_rows, open_shard
 from mmemo.features.registry import feature_dims
 
 
@@ -126,11 +126,10 @@ class _Faces:
         if S.VIDEO not in h5:
             return
         self.video_clips += 1
-        if not has_faces(h5) or S.FACE_MASK not in h5:
+        counts = face_rows(h5)
+        if counts is None:
             return  # a version-1 shard, or extracted with --faces off (a damaged /faces is `mmemo validate`'s)
-        video = h5[S.VIDEO_MASK][()]
-        # A face outside the video rows cannot be (no picture, no detection); the & keeps the share <= 1 anyway.
-        n_face, n_video = int((h5[S.FACE_MASK][()] & video).sum()), int(video.sum())
+        n_face, n_video = counts
         self.share[clip] = n_face / n_video if n_video else float("nan")
         self.rows += n_face
         self.video_rows += n_video

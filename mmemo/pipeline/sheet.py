@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mmemo import atomic
 from mmemo.data import schema as S
 from mmemo.data.features_dir import read_manifest
-from mmemo.data.shards import has_faces, open_shard, read_faces, read_frames
+from mmemo.data.shards import face_rows, open_shard, read_faces, read_frames
 from mmemo.errors import MmemoError
 from mmemo.media.grid import target_size
 
@@ -94,11 +94,10 @@ def _candidates(features_dir: str | os.PathLike) -> tuple[list[SheetClip], int]:
             if S.VIDEO not in h5:
                 continue
             n_video += 1
-            if not has_faces(h5) or S.FACE_MASK not in h5:
+            counts = face_rows(h5)
+            if counts is None:
                 continue
-            video = h5[S.VIDEO_MASK][()]
-            n = int(video.sum())
-            share = int((h5[S.FACE_MASK][()] & video).sum()) / n if n else float("nan")
+            share = counts[0] / counts[1] if counts[1] else float("nan")
         found.append(SheetClip(str(row.clip), path, share))
     return found, n_video
 

@@ -136,7 +136,7 @@ class StreamPredictor:
         # Faces (a model trained on them): the decoder thread's tracker sends each row's crop a few rows after its
         # frame (the tracker's delay: every + smooth // 2 rows); a row is ready when its face has come too.
         self.use_faces = self.use_video and run.visual == "faces"
-        self.crops, self.fmask, self.f_arrival = _Rows(), _Rows(), _Rows()
+        self.crops, self.fmask = _Rows(), _Rows()
         self.n_rows: int | None = None  # known at the end of the source
         self.done = 0  # rows covered by predictions so far
         self.row_latencies = np.zeros(0)
@@ -158,11 +158,10 @@ class StreamPredictor:
                 self.vmask.append(mask)
             self.v_arrival.append(np.full(len(rows), wall))
         elif kind == "faces":
-            _, chunk, wall = item
             if self.use_faces:
+                chunk = item[1]
                 self.crops.append(pool_frames(chunk.crops, self.run.model_cfg.video_size))
                 self.fmask.append(chunk.mask)
-                self.f_arrival.append(np.full(len(chunk.mask), wall))
         elif kind == "audio":
             _, x, wall, self.audio_span, self.audio_gaps = item
             if self.use_audio:
@@ -183,7 +182,7 @@ class StreamPredictor:
         if self.dec.has_video:
             n = min(n, self.v_arrival.end)
         if self.use_faces:
-            n = min(n, self.f_arrival.end)
+            n = min(n, self.fmask.end)
         if self.use_audio:
             n = min(n, self.features.advance(self.n_rows))
         elif self.dec.has_audio and not self.dec.has_video:  # audio-only source, model without audio input
@@ -246,8 +245,7 @@ class StreamPredictor:
         self.row_latencies = now - arrival  # the rows since the last prediction get their first one now
         self.done = end
         # The next window starts at or after end + 1 - context: older rows are not needed again.
-        for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival, self.crops, self.fmask,
-                     self.f_arrival):  # fmt: skip
+        for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival, self.crops, self.fmask):
             rows.forget_before(end + 1 - self.context)
         if self.features is not None and self.audio_arrival.n:
             self.features.forget_onsets_before(end + 1 - self.context)
@@ -340,15 +338,19 @@ def stream_predict(
     if hop_s <= 0 or context_s <= 0:
         raise MmemoError(f"hop {hop_s} s and context {context_s} s must be positive")
     cfg = run.extract_cfg
-    faces = _LiveFaces(cfg) if run.visual == "faces" and run.model_cfg.video else None
+    decoder: LiveDecoder | None = None
+    # The face tracker of extraction, in the decoder thread, handing each row's face on as soon as it lets go of it.
+    faces = (
+        FaceStream(cfg, lambda chunk: decoder.put(("faces", chunk)), chunk=1)
+        if run.visual == "faces" and run.model_cfg.video
+        else None
+    )
     decoder = LiveDecoder(
         source, fps=cfg.fps, sample_rate=cfg.sample_rate, size=cfg.frame_size, aspect=cfg.aspect,
         use_video=run.model_cfg.video, use_audio=run.model_cfg.audio_dim > 0, realtime=realtime, every_hop=every_hop,
         input_format=input_format, options=options, threads=threads,
         on_picture=faces.push if faces is not None else None, on_end=faces.finish if faces is not None else None,
     )  # fmt: skip
-    if faces is not None:
-        faces.decoder = decoder
     predictor = StreamPredictor(run, decoder, hop_s=hop_s, context_s=context_s)
     _warm_up(run, predictor.context)
     stats = StreamStats()
@@ -358,24 +360,6 @@ def stream_predict(
     finally:
         decoder.stop()
         decoder.join(timeout=5)
-
-
-class _LiveFaces:
-    """The face tracker of a live source, in the decoder thread: the same ``FaceStream`` (detection schedule,
-    tracking, smoothing, alignment) as extraction, handing each row's face on as soon as the tracker lets go of it."""
-
-    def __init__(self, cfg) -> None:
-        self.decoder: LiveDecoder | None = None
-        self.stream = FaceStream(cfg, self._put, chunk=1)
-
-    def _put(self, chunk) -> None:
-        self.decoder.put(("faces", chunk, time.monotonic()))
-
-    def push(self, picture) -> None:
-        self.stream.push(picture)
-
-    def finish(self) -> None:
-        self.stream.finish()
 
 
 def _warm_up(run: Run, rows: int) -> None:
