@@ -19,7 +19,7 @@ ASPECT_POLICIES = ("letterbox", "crop", "stretch")  # how frames become square (
 BACKENDS = ("loky", "dask")  # where `mmemo extract` runs its clips: processes here, or a Dask cluster's workers
 PROGRESS_MODES = ("auto", "bar", "lines")  # a live bar (terminals) or a line every 10 s (logs)
 # Label layouts (mmemo.data.layouts, docs/labels.md) and how several raters' traces become one gold standard.
-LABEL_FORMATS = ("auto", "csv", "dimtables", "multirater", "affwild", "cremad", "ravdess")
+LABEL_FORMATS = ("auto", "csv", "dimtables", "multirater", "affwild", "avec2019", "muse", "cremad", "ravdess")
 GOLD_METHODS = ("mean", "ewe")
 EXPORT_FORMATS = ("torchscript", "onnx")  # `mmemo export` (mmemo.pipeline.export)
 # The audio features `mmemo extract` computes unless told otherwise: every one registered in mmemo.features.audio,

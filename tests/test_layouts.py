@@ -252,18 +252,28 @@ def test_the_real_per_dimension_tables_label_all_47_clips(realdata):
 
 
 # ------------------------------------------------------------------------------------------- detection, errors
-def test_detection_order_and_forced_formats(tmp_path):
-    """labels.csv beats arousal.csv beats arousal/ directories beats Aff-Wild2 files beats file names."""
-    _write(tmp_path / "annot/v.txt", _affwild_text(3))
-    assert detect(tmp_path, ["v"], None)[0] == "affwild"
-    _write(tmp_path / "r/arousal/v.csv", _csv_traces([0], [0.1]))
-    assert detect(tmp_path, ["v"], None)[0] == "multirater"
-    _write(tmp_path / "arousal.csv", "v.wav,0.1\n")
-    assert detect(tmp_path, ["v"], None)[0] == "dimtables"
+def test_detection_is_unambiguous_and_formats_can_be_forced(tmp_path):
+    """Each layout's files alone are detected as that layout; files of two layouts in one directory are an error
+    naming both (no silent precedence), and --label-format or --labels DIR picks one."""
+    _write(tmp_path / "a/annot/v.txt", _affwild_text(3))
+    _write(tmp_path / "m/r/arousal/v.csv", _csv_traces([0], [0.1]))
+    _write(tmp_path / "d/arousal.csv", "v.wav,0.1\n")
+    _write(tmp_path / "c/labels.csv", "clip,valence,arousal\nv,0,0\n")
+    for sub, layout in (("a", "affwild"), ("m", "multirater"), ("d", "dimtables"), ("c", "csv")):
+        assert detect(tmp_path / sub, ["v"], None)[0] == layout
+    # labels.csv and arousal.csv count in the directory itself only; rater directories and Aff-Wild2 files below it
+    with pytest.raises(LabelError, match=r"annotations of 2 layouts: multirater \(m/r/arousal\) and affwild"):
+        detect(tmp_path, ["v"], None)
     _write(tmp_path / "labels.csv", "clip,valence,arousal\nv,0,0\n")
-    assert detect(tmp_path, ["v"], None)[0] == "csv"
-    assert detect(tmp_path, ["v"], tmp_path / "r")[0] == "multirater"  # --labels DIR looks there only
+    with pytest.raises(
+        LabelError,
+        match=r"annotations of 3 layouts: csv \(labels.csv\) and multirater \(m/r/arousal\) "
+        r"and affwild \(a/annot/v.txt\); choose one with --label-format NAME",
+    ):
+        detect(tmp_path, ["v"], None)
+    assert detect(tmp_path, ["v"], None, "csv") == ("csv", tmp_path / "labels.csv")
     assert detect(tmp_path, ["v"], None, "affwild")[0] == "affwild"
+    assert detect(tmp_path, ["v"], tmp_path / "m")[0] == "multirater"  # --labels DIR looks there only
     empty = tmp_path / "empty"
     empty.mkdir()
     assert detect(empty, ["1001_DFA_ANG_XX", "1001_DFA_SAD_XX", "x"], None)[0] == "cremad"  # 2 of 3 named so
@@ -273,7 +283,7 @@ def test_detection_order_and_forced_formats(tmp_path):
     with pytest.raises(LabelError, match="no annotations found"):
         detect(empty, ["v"], empty)
     with pytest.raises(ConfigError, match="--emotion-map applies to CREMA-D"):
-        load_labels(tmp_path, ["v"], emotion_map=tmp_path / "labels.csv")
+        load_labels(tmp_path / "c", ["v"], emotion_map=tmp_path / "labels.csv")
 
 
 def test_two_directories_of_one_dimension_ask_for_labels_dir(tmp_path):

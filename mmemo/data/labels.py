@@ -331,9 +331,13 @@ def _per_frame(
     return vals, notes
 
 
-def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``values`` at ``t``; NaN outside ``[times[0], times[-1]]`` or next to a NaN."""
-    out = np.full(t.shape, np.nan, np.float32)
+def interpolate(times: np.ndarray, values: np.ndarray, t: np.ndarray, *, dtype=np.float32) -> np.ndarray:
+    """Linear interpolation of ``values`` at ``t``; NaN outside ``[times[0], times[-1]]`` or next to a NaN.
+
+    ``times`` (N,) increasing, ``values`` (N,), ``t`` (M,) -> (M,) of ``dtype`` (float32 on the grid; the layouts
+    that merge traces onto a common time column ask for float64 so the table keeps the file's values).
+    """
+    out = np.full(t.shape, np.nan, dtype)
     if times.size == 0:
         return out
     if times.size == 1:

@@ -152,8 +152,9 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def _number(path: Path, n: int, name: str, cell: str) -> float:
-    """A cell's number; NaN for a missing one (``_MISSING``, or any spelling of NaN); LabelError for text or +-inf."""
+def parse_number(path: Path, n: int, name: str, cell: str) -> float:
+    """A cell's number (line ``n`` of ``path``, column ``name``): NaN for a missing one (``_MISSING``, or any
+    spelling of NaN); LabelError ``path:n: ...`` for text or +-inf."""
     if cell.strip().lower() in _MISSING:
         return np.nan
     try:
@@ -166,8 +167,8 @@ def _number(path: Path, n: int, name: str, cell: str) -> float:
 
 
 def _rating(path: Path, n: int, name: str, cell: str) -> float:
-    """A rater's cell: ``_number``, and in [-1, 1]."""
-    x = _number(path, n, name, cell)
+    """A rater's cell: ``parse_number``, and in [-1, 1]."""
+    x = parse_number(path, n, name, cell)
     if abs(x) > 1:  # False for NaN (missing)
         raise LabelError(f"{path}:{n}: {name} rating {_show(x)} is outside [-1, 1]")
     return x
@@ -197,7 +198,7 @@ def _traces(path: Path, names: list[str], types: list[str], rows: list[tuple[int
         if len(cells) != len(names):
             raise LabelError(f"{path}:{n}: {len(cells)} fields where the header declares {len(names)}")
         key = cells[name_col].strip() if name_col is not None and cells[name_col].strip() else path.stem
-        t = _number(path, n, names[time_col], cells[time_col])
+        t = parse_number(path, n, names[time_col], cells[time_col])
         if not np.isfinite(t):
             raise LabelError(f"{path}:{n}: no time in column {names[time_col]}")
         if key in last and t <= last[key][1]:
