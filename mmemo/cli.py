@@ -126,8 +126,9 @@ def main() -> None:
     type=click.Choice(LABEL_FORMATS),
     default="auto",
     show_default=True,
-    help="Annotation layout (docs/labels.md): detected, or forced: generic CSV, arousal.csv + valence.csv tables, "
-    "RECOLA/AVEC rater files, Aff-Wild2 per-frame files, CREMA-D or RAVDESS file names.",
+    help="Annotation layout (docs/labels.md): detected (files of two layouts: an error), or forced: generic CSV, "
+    "arousal.csv + valence.csv tables, RECOLA/AVEC rater files, Aff-Wild2 per-frame files, AVEC 2019 CES (SEWA) "
+    "label files, MuSe label_segments, CREMA-D or RAVDESS file names.",
 )
 @click.option(
     "--gold",
@@ -414,6 +415,11 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--plot", type=click.Path(path_type=Path), help="PNG of valence and arousal over time (one clip).")
 @click.option(
+    "--html", "html_out", type=click.Path(path_type=Path),
+    help="Clip viewer page (player, traces, valence-arousal plane) that works opened from disk; its media go in "
+    "PAGE_files/ beside it. A directory for several clips.",
+)  # fmt: skip
+@click.option(
     "--stream",
     "source",
     metavar="SOURCE",
@@ -435,8 +441,8 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 @click.option("--input-format", help="--stream: FFmpeg input format (v4l2, avfoundation, dshow, mpegts, ...).")
 @click.option("--input-option", multiple=True, metavar="KEY=VALUE", help="--stream: FFmpeg input option (repeatable).")
 def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path | None, fmt: str,
-            plot: Path | None, source: str | None, realtime: bool, every_hop: bool, hop: float, context: float,
-            input_format: str | None, input_option: tuple[str, ...]) -> None:  # fmt: skip
+            plot: Path | None, html_out: Path | None, source: str | None, realtime: bool, every_hop: bool, hop: float,
+            context: float, input_format: str | None, input_option: tuple[str, ...]) -> None:  # fmt: skip
     """Valence and arousal, 25 rows per second, for each CLIP (a media file or a directory of them).
 
     With --stream SOURCE: one line per hop (CSV or JSON lines) on standard output, as the source plays: media
@@ -465,6 +471,8 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
         raise click.UsageError(f"{len(sources)} clips: give --out DIRECTORY for their {fmt.upper()} files")
     if plot is not None and len(sources) > 1 and plot.suffix:
         raise click.UsageError("--plot FILE.png is for one clip; give a directory to get one PNG per clip")
+    if html_out is not None and len(sources) > 1 and html_out.suffix:
+        raise click.UsageError("--html FILE.html is for one clip; give a directory to get one page per clip")
     run = load_run(run_dir, checkpoint)
     failed = 0
     for path, audio_path, name in sources:
@@ -487,6 +495,11 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
             png = plot if plot.suffix else plot / f"{name}.png"
             png.parent.mkdir(parents=True, exist_ok=True)
             plot_prediction(pred, png)
+        if html_out is not None:
+            from mmemo.pipeline.report import write_clip_page
+
+            page = html_out if html_out.suffix else html_out / f"{name}.html"
+            _err(f"viewer: {write_clip_page(pred, run_dir, page, audio_path=audio_path).text()}")
         s = pred.summary()
         click.echo(
             f"{path}: {s['frames']} frames; valence {s['valence_mean']:+.3f} +- {s['valence_std']:.3f}, "
@@ -550,6 +563,41 @@ def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path |
         click.echo(f"{len(ev.results)} clips, {n} labelled frames ({n / ev.fps:.1f} s)")
         click.echo(format_table(ev.metrics))
     _err(f"metrics.json, clips.csv, scatter.png, traces.png in {out}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--features", "features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Also evaluate the run on the labelled clips of this features directory, with a viewer per clip.",
+)  # fmt: skip
+@_checkpoint
+@click.option(
+    "--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Report directory (index.html, clips/, media/). Default: RUN_DIR/report.",
+)  # fmt: skip
+@click.option(
+    "--media", "media_root", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Where the clips' media are, if the corpus moved since `mmemo extract` (default: the recorded corpus).",
+)  # fmt: skip
+@click.option(
+    "--previews", type=click.Choice(["auto", "all"]), default="auto", show_default=True,
+    help="auto: copy the media browsers play and make a small MP4 of the rest; all: a small MP4 for every clip.",
+)  # fmt: skip
+@click.option(
+    "--preview-height", type=click.IntRange(32, 2160), default=360, show_default=True,
+    help="Height in pixels of the previews (never upscaled).",
+)  # fmt: skip
+def report(run_dir: Path, features_dir: Path | None, checkpoint: str, out_dir: Path | None, media_root: Path | None,
+           previews: str, preview_height: int) -> None:  # fmt: skip
+    """Write a report page of a run that works opened from disk: the run at a glance, learning curves, the
+    per-epoch table and, with --features, the evaluation with a clip viewer (player, valence and arousal traces
+    predicted and gold, a valence-arousal plane)."""
+    from mmemo.pipeline.report import build_report
+
+    summary = build_report(run_dir, features_dir, out_dir=out_dir, checkpoint=checkpoint, media_root=media_root,
+                           previews=previews, preview_height=preview_height, log=_err)  # fmt: skip
+    click.echo(summary.text())
 
 
 @main.command(name="export")
