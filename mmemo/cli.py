@@ -28,7 +28,7 @@ from mmemo.config import (
     ExtractConfig,
     TrainConfig,
 )
-from mmemo.errors import MmemoError
+from mmemo.errors import ConfigError, MmemoError
 
 # Option defaults are the configuration's own, so the CLI and the Python API cannot drift apart.
 EXTRACT = ExtractConfig()
@@ -52,17 +52,15 @@ def _feature_names() -> list[str]:
 
 
 def _parse_features(value: str | None) -> tuple[str, ...] | None:
+    """``--features``: ``a,b`` exactly these, ``+a`` the defaults and ``a``, ``-a`` the defaults without ``a``."""
     if value is None:
         return None
-    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
-    known = _feature_names()
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise click.BadParameter(
-            f"unknown feature(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}",
-            param_hint="--features",
-        )
-    return names
+    from mmemo.features.registry import resolve_features
+
+    try:
+        return resolve_features(value)
+    except ConfigError as e:
+        raise click.BadParameter(f"{e}; choose from {', '.join(_feature_names())}", param_hint="--features") from None
 
 
 # ------------------------------------------------------------------------------------------- shared options
@@ -154,7 +152,9 @@ def main() -> None:
     "--features",
     "features",
     metavar="NAMES",
-    help="Comma-separated audio features to compute (default: all; see `mmemo features`).",
+    help="Audio features to compute, comma-separated: NAMES exactly these, +NAME the defaults and NAME (+egemaps, "
+    "+compare: openSMILE's, with mmemo[smile]), -NAME the defaults without it (default: the librosa set; see "
+    "`mmemo features`).",
 )
 @click.option(
     "--aspect",

@@ -22,8 +22,9 @@ PROGRESS_MODES = ("auto", "bar", "lines")  # a live bar (terminals) or a line ev
 LABEL_FORMATS = ("auto", "csv", "dimtables", "multirater", "affwild", "avec2019", "muse", "cremad", "ravdess")
 GOLD_METHODS = ("mean", "ewe")
 EXPORT_FORMATS = ("torchscript", "onnx")  # `mmemo export` (mmemo.pipeline.export)
-# The audio features `mmemo extract` computes unless told otherwise: every one registered in mmemo.features.audio,
-# in registry order (a test holds the two together).
+# The audio features `mmemo extract` computes unless told otherwise: every librosa-based one registered in
+# mmemo.features.audio, in registry order; openSMILE's sets (egemaps, compare: an optional extra) are asked for
+# with --features +egemaps.
 DEFAULT_FEATURES = ("logmel", "rms", "centroid", "rolloff", "zcr", "mfcc", "rhythm")
 # Frame storage (mmemo.data.codecs): a lossless HDF5 filter, or "jpeg" / "jpegNN" (JPEG quality NN, default 90).
 LOSSLESS_CODECS = ("lzf", "gzip", "zstd")

@@ -21,7 +21,21 @@ from mmemo.features.registry import FEATURES, check_features, feature_dims, regi
 SR, FPS, HOP, N_FFT = 16000, 25, 640, 1024
 BIN_HZ = SR / N_FFT  # 15.625 Hz between FFT bins
 CFG = ExtractConfig()
-FEATURE_NAMES = sorted(FEATURES)
+try:
+    import opensmile  # noqa: F401
+
+    HAVE_SMILE = True
+except ImportError:
+    HAVE_SMILE = False
+# The openSMILE sets (mmemo.features.smile) are parametrised too, skipped with the reason when it is absent.
+FEATURE_NAMES = [
+    pytest.param(
+        n, marks=pytest.mark.skipif(not HAVE_SMILE, reason="openSMILE not installed: pip install 'mmemo[smile]'")
+    )
+    if FEATURES[n].requires is not None
+    else n
+    for n in sorted(FEATURES)
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,7 +112,7 @@ def test_feature_shape_dtype_finite(name: str, signal: str) -> None:
 def test_feature_dims_follow_config(name: str, n_mels: int, n_mfcc: int) -> None:
     """logmel has n_mels columns and mfcc n_mfcc; the others keep their fixed width (rms 1, rhythm 3, ...)."""
     cfg = ExtractConfig(n_mels=n_mels, n_mfcc=n_mfcc, features=(name,))
-    expected = {"logmel": n_mels, "mfcc": n_mfcc, "rhythm": 3}.get(name, 1)
+    expected = {"logmel": n_mels, "mfcc": n_mfcc, "rhythm": 3, "egemaps": 25, "compare": 65}.get(name, 1)
     assert FEATURES[name].dim(cfg) == expected
     assert feature_dims(cfg) == {name: expected}
     x = compute_features(noise(30), cfg)[name]

@@ -11,15 +11,19 @@ STFT feeds the spectral ones (log-mel, centroid, rolloff) and the log-mel spectr
 envelope. The rhythm features need seconds of context (an 8 s tempogram), so they are computed at the end from
 the onset envelope, which is the one per-row value kept for the whole clip (4 bytes a row).
 
+The openSMILE sets (``egemaps``, ``compare``: ``mmemo.features.smile``) are registered here too, as stream
+features: each reads the raw samples through its own block stream, fed by ``AudioFeatureStream`` beside the rest.
+
 Memory does not grow with clip length: ``AudioFeatureStream`` holds at most one block (BLOCK_ROWS rows, 60 s)
-of samples. Blocks always start at multiples of BLOCK_ROWS, so the numbers do not depend on how the audio
-arrives; ``compute_features`` on a whole signal runs the very same stream.
+of samples (an openSMILE stream one block plus its margins). Blocks always start at multiples of BLOCK_ROWS, so
+the numbers do not depend on how the audio arrives; ``compute_features`` on a whole signal runs the very same
+stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, partial
 
 import librosa
 import numpy as np
@@ -27,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from mmemo.config import ExtractConfig
 from mmemo.features.registry import FEATURES, check_features, register
+from mmemo.features.smile import SMILE_SETS, SmileStream, check_smile
 
 # Tempi outside this range are not rhythm a listener would tap to; pulse clarity is measured within it.
 _MIN_BPM, _MAX_BPM = 30.0, 300.0
@@ -144,6 +149,16 @@ def rhythm(onset: np.ndarray, rows: slice, cfg: ExtractConfig) -> np.ndarray:
     return np.stack([onset[rows], tempo, clarity], axis=1).astype(np.float32)
 
 
+_SMILE_DESCRIPTIONS = {
+    "egemaps": "eGeMAPS v02 low-level descriptors (openSMILE; loudness, F0, jitter, shimmer, formants, ...)",
+    "compare": "ComParE 2016 low-level descriptors (openSMILE; auditory spectrum, MFCC, F0, voicing, energy, ...)",
+}
+for _name, _set in SMILE_SETS.items():
+    register(_name, dim=_set.dim, description=_SMILE_DESCRIPTIONS[_name], stream=True, requires=check_smile)(
+        partial(SmileStream, _name)
+    )
+
+
 def _tempogram(onset: np.ndarray, rows: slice, cfg: ExtractConfig) -> np.ndarray:
     """(win, n) autocorrelation tempogram for ``rows``, as ``librosa.feature.tempogram(center=True)``.
 
@@ -180,14 +195,18 @@ class AudioFeatureStream:
         self.prev_mel: np.ndarray | None = None
         self.onsets: list[np.ndarray] = []
         self.onset_base = 0  # row of self.onsets' first value
-        self.local = [n for n in cfg.features if not FEATURES[n].context]
+        self.local = [n for n in cfg.features if not FEATURES[n].context and not FEATURES[n].stream]
         self.context = [n for n in cfg.features if FEATURES[n].context]
+        # Stream features read the samples themselves (their own buffers and blocks, their rows to the same sink).
+        self.streams = [FEATURES[n].fn(cfg, sink, block_rows) for n in cfg.features if FEATURES[n].stream]
 
     def _needed_end(self, rows: int) -> int:
         """Sample index just past the last window of rows [next_row, next_row + rows)."""
         return (self.next_row + rows - 1) * self.cfg.hop_length + self.half
 
     def push(self, samples: np.ndarray) -> None:
+        for s in self.streams:
+            s.push(samples)
         self.pending.append(np.asarray(samples, np.float32))
         self.n_pending += self.pending[-1].size
         if self.buf_start + self.buf.size + self.n_pending >= self._needed_end(self.block):
@@ -235,7 +254,7 @@ class AudioFeatureStream:
             ready = min(ready, limit)
         if ready > self.next_row:
             self._compute(ready - self.next_row)
-        return self.next_row
+        return min([self.next_row] + [s.advance(limit) for s in self.streams])
 
     def onset_envelope(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(n,) onset strength of rows [start, stop) computed so far (the context features' input)."""
@@ -255,6 +274,8 @@ class AudioFeatureStream:
 
     def finish(self, n_rows: int) -> None:
         """Compute the rows still missing up to ``n_rows`` (zeros past the audio), then the context features."""
+        for s in self.streams:
+            s.finish(n_rows)
         self._join()
         while self.next_row < n_rows:
             self._compute(min(self.block, n_rows - self.next_row))
