@@ -1,16 +1,18 @@
 """Benchmark `mmemo train`: data loader and training step, CPU (and a GPU when there is one); prints figures only.
 
     python benchmarks/train.py [--work /tmp/mmemo-train-bench] [--workers 0,1,2] [--passes 2] [--steps 5]
-                               [--warmup 1] [--skip-build] [--repeat-clips 40]
+                               [--warmup 1] [--skip-build] [--repeat-clips 40] [--prefetch 2]
 
 1. Builds (once, cached under --work) the demo corpus long enough for 1000-row windows: 8 labelled clips of
    60 s (8 media minutes, 1500 rows each), extracted with the default ExtractConfig and 2 jobs.
-2. Loader throughput for 0, 1 and 2 DataLoader workers with the default configuration (TrainConfig: 1000-row
-   windows, batch 8; ModelConfig: video_size 56): the training DataLoader exactly as the Trainer builds it
-   (``Trainer._loader``: EpochSampler, collate, spawned persistent workers) over the training clips listed
-   ``--repeat-clips`` times (40: 560 windows, 70 batches a pass), one warm-up pass then ``--passes`` timed
-   passes; windows/s and rows (frames)/s, worker start-up apart. The frames' augmentation runs on the training
-   device with the step (issue 14), so the loader only reads, standardises and copies.
+2. Loader throughput for 0, 1 and 2 DataLoader workers (and 8 where a GPU and 8 cores are there) with the
+   default configuration (TrainConfig: 1000-row windows, batch 8; ModelConfig: video_size 56): the training
+   loader exactly as the Trainer builds it (``Trainer._loader``: a WindowLoader, EpochSampler, spawned persistent
+   workers, ``--prefetch`` batches in flight per worker) over the training clips listed ``--repeat-clips`` times
+   (40: 560 windows, 70 batches a pass), one warm-up pass then ``--passes`` timed passes; windows/s and rows
+   (frames)/s, worker start-up apart. Standardisation and augmentation run on the training device with the step
+   (issue 14): the loader only reads and copies. Beside it, the copy limit: one core copying the same windows'
+   cached frames into a reused buffer, nothing else.
 3. Training step (to_device, forward, loss, backward, gradient clipping, AdamW and scheduler step, exactly the
    body of ``Trainer.train_epoch``) of the default model and of the demo model on CPU, batch 8 windows of
    1000 rows pre-loaded: median over ``--steps`` steps after ``--warmup``; batch 2 as well if a default step
@@ -18,8 +20,9 @@
 4. Peak memory: every measurement runs in a fresh child process of this script, so each max RSS
    (``getrusage(RUSAGE_SELF).ru_maxrss``) belongs to that one configuration alone.
 5. With a GPU (``torch.cuda.is_available()``): the same step with bf16 autocast on the GPU, its peak GPU memory
-   (``torch.cuda.max_memory_allocated``), and the ratio loader (2 workers) / GPU consumption in windows per
-   second, which must stay >= 1 for the GPU never to wait. Without one these lines say they were skipped.
+   (``torch.cuda.max_memory_allocated``), and the ratio loader (the most workers measured) / GPU consumption in
+   windows per second, which must stay >= 1 for the GPU never to wait. Without one these lines say they were
+   skipped.
 Ends with a Markdown summary for the README.
 """
 
@@ -185,15 +188,20 @@ def make_trainer(features: Path, run_dir: Path, overrides: dict | None = None, *
     return Trainer(features, run_dir, TrainConfig(**cfg), overrides, log=lambda s: None, progress=False)
 
 
-def measure_loader(features: Path, run_dir: Path, workers: int, passes: int, repeat: int = 1) -> dict:
+def measure_loader(
+    features: Path, run_dir: Path, workers: int, passes: int, repeat: int = 1, prefetch: int = 2
+) -> dict:
     """In a child: iterate the Trainer's training DataLoader; one warm-up pass (workers start), then ``passes``.
 
     Start-up is the warm-up pass's time minus the mean timed pass: spawning the workers, importing torch and
     mmemo in each, opening the shards. Each pass calls ``sampler.set_epoch`` as ``train_epoch`` does. ``repeat``:
     the training clips listed that many times (the same shards and frame cache, read again at other random
-    window starts), so that a pass is hundreds of batches, as on a real corpus, without extracting hours."""
+    window starts), so that a pass is hundreds of batches, as on a real corpus, without extracting hours.
+    ``prefetch``: batches in flight per worker (the Trainer's PREFETCH_FACTOR, set for this process)."""
+    import mmemo.pipeline.train as train_module
     from mmemo.data.dataset import Augment, ShardDataset
 
+    train_module.PREFETCH_FACTOR = prefetch
     trainer = make_trainer(features, run_dir, workers=workers)
     base = trainer.train_set
     dataset = ShardDataset(
@@ -224,7 +232,10 @@ def measure_loader(features: Path, run_dir: Path, workers: int, passes: int, rep
     trainer.close()
     gc.collect()
     timed = sum(times[1:])
+    limit = copy_limit(dataset, passes, trainer.cfg.batch_size) if workers == 0 else None
     return {
+        "copy_limit_s": limit,
+        "prefetch": prefetch,
         "workers": workers,
         "warmup_s": times[0],
         "first_batch_s": first_batch,
@@ -238,6 +249,36 @@ def measure_loader(features: Path, run_dir: Path, workers: int, passes: int, rep
         "main_rss_mib": main_rss,
         "worker_rss_mib": max_rss_mib(resource.RUSAGE_CHILDREN) if workers else None,
     }
+
+
+def copy_limit(dataset, passes: int, batch: int) -> dict:
+    """Windows/s of the copy alone: every window of ``passes`` epochs, its rows of the frame cache's memory map
+    (pages already in memory) copied by one thread into a reused batch buffer, as the loader copies them; and the
+    same copies into a fresh batch buffer every ``batch`` windows (what building each batch in new memory costs:
+    the kernel faults in and zeroes every new page of its 75 MB)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    maps = {}
+    shape = (batch, dataset.max_len, dataset.video_size, dataset.video_size, 3)
+    reused = torch.empty(shape, dtype=torch.uint8)
+    out = {}
+    for name in ("reused", "fresh"):
+        n = 0
+        t0 = time.perf_counter()
+        for epoch in range(1, passes + 1):
+            for i in range(len(dataset)):
+                if i % batch == 0:
+                    buf = reused if name == "reused" else torch.empty(shape, dtype=torch.uint8)
+                ci, start, stop = dataset.window(epoch * len(dataset) + i)
+                path = dataset._pooled[dataset.clips[ci].path][0]  # the cache file the loader maps
+                if path not in maps:
+                    maps[path] = torch.from_numpy(np.load(path, mmap_mode="c"))
+                buf[i % batch, : stop - start].copy_(maps[path][start:stop])
+                n += 1
+        out[name] = n / (time.perf_counter() - t0)
+    return out
 
 
 def train_step(trainer, batch: dict) -> float:
@@ -310,7 +351,8 @@ def run_child(spec: dict, work: Path) -> None:
     features = work / ("features" if size == 224 else f"features-{size}")
     run_dir = work / "runs" / f"{spec['kind']}-{os.getpid()}"
     if spec["kind"] == "loader":
-        out = measure_loader(features, run_dir, spec["workers"], spec["passes"], spec.get("repeat", 1))
+        out = measure_loader(features, run_dir, spec["workers"], spec["passes"], spec.get("repeat", 1),
+                             spec.get("prefetch", 2))  # fmt: skip
     else:
         out = measure_step(features, run_dir, spec["model"], spec["batch"], spec["steps"], spec["warmup"])
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -322,7 +364,7 @@ def bench_loader(args: argparse.Namespace, workers_list: list[int]) -> list[dict
     """Section 2: the training DataLoader alone, for each number of workers."""
     say(
         f"\n## 2. Loader throughput (Trainer._loader, batch 8, 1000-row windows, {args.frame_size}-px frames stored, "
-        "video_size 56, augmentation on)\n"
+        f"video_size 56, augmentation on, prefetch factor {args.prefetch})\n"
     )
     say(f"the training clips listed {args.repeat_clips} times (--repeat-clips: other random windows, same shards)")
     say(f"one warm-up pass, then {args.passes} timed passes over the epoch's windows; start-up = warm-up pass - timed")
@@ -330,7 +372,7 @@ def bench_loader(args: argparse.Namespace, workers_list: list[int]) -> list[dict
     rows = []
     for w in workers_list:
         spec = {"kind": "loader", "workers": w, "passes": args.passes, "frame_size": args.frame_size,
-                "repeat": args.repeat_clips}  # fmt: skip
+                "repeat": args.repeat_clips, "prefetch": args.prefetch}  # fmt: skip
         r = child(args, spec)
         if r is None:
             continue
@@ -342,6 +384,12 @@ def bench_loader(args: argparse.Namespace, workers_list: list[int]) -> list[dict
             f"{r['window_rows']:.0f} rows per window on average, longest batch {r['longest']} rows | "
             f"max RSS main {r['main_rss_mib']:.0f} MiB{wrss}"
         )
+        if r["copy_limit_s"] is not None:
+            c = r["copy_limit_s"]
+            say(
+                f"copy limit: {c['reused']:.0f} windows/s (one thread copying the same windows' cached frames into a "
+                f"reused batch buffer, nothing else); into a fresh batch buffer each batch: {c['fresh']:.0f} windows/s"
+            )
     if rows:
         b = rows[-1]["batches"]
         say(
@@ -394,19 +442,19 @@ def step_line(r: dict) -> str:
 
 
 def gpu_ratio(loader: list[dict], gpu: list[dict]) -> dict | None:
-    """Loader (2 workers) windows/s over the GPU's consumption of the default model at batch 8."""
-    two = next((r for r in loader if r["workers"] == 2), None)
+    """Loader (the most workers measured) windows/s over the GPU's consumption of the default model at batch 8."""
+    top = max(loader, key=lambda r: r["workers"], default=None)
     step = next((r for r in gpu if r["model"] == "default" and r["batch"] == 8), None)
-    if two is None or step is None:
-        say("loader / GPU ratio: not computed (no 2-worker loader or GPU default measurement)")
+    if top is None or step is None:
+        say("loader / GPU ratio: not computed (no loader or GPU default measurement)")
         return None
-    ratio = two["windows_s"] / step["windows_s"]
+    ratio = top["windows_s"] / step["windows_s"]
     verdict = "the loader keeps up" if ratio >= 1 else "the GPU would WAIT for the loader"
     say(
-        f"loader with 2 workers {two['windows_s']:.2f} windows/s / GPU consumption {step['windows_s']:.2f} windows/s "
-        f"= {ratio:.2f} (must be >= 1: {verdict})"
+        f"loader with {top['workers']} workers {top['windows_s']:.2f} windows/s / GPU consumption "
+        f"{step['windows_s']:.2f} windows/s = {ratio:.2f} (must be >= 1: {verdict})"
     )
-    return {"ratio": ratio, "loader": two["windows_s"], "gpu": step["windows_s"]}
+    return {"ratio": ratio, "loader": top["windows_s"], "gpu": step["windows_s"], "workers": top["workers"]}
 
 
 def markdown(info: dict, corpus: dict, loader: list[dict], cpu: list[dict], gpu: list[dict], ratio) -> str:
@@ -436,7 +484,7 @@ def markdown(info: dict, corpus: dict, loader: list[dict], cpu: list[dict], gpu:
         )
     lines.append("")
     if ratio is not None:
-        lines.append(f"Loader (2 workers) / GPU consumption: {ratio['ratio']:.2f} (must be >= 1).")
+        lines.append(f"Loader ({ratio['workers']} workers) / GPU consumption: {ratio['ratio']:.2f} (must be >= 1).")
     else:
         lines.append("Loader / GPU consumption ratio: no GPU on this machine (bf16 GPU lines skipped).")
     return "\n".join(lines)
@@ -446,7 +494,10 @@ def main() -> None:
     """Parse options; as the parent build the corpus and run the sections, as a child run one measurement."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmemo-train-bench"), help="cache and scratch directory")
-    ap.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts")
+    ap.add_argument(
+        "--workers", help="comma-separated DataLoader worker counts (default 0,1,2; 0,1,2,8 with a GPU and 8 cores)"
+    )
+    ap.add_argument("--prefetch", type=int, default=2, help="batches in flight per loader worker (prefetch_factor)")
     ap.add_argument("--passes", type=int, default=2, help="timed loader passes after the warm-up pass")
     ap.add_argument("--steps", type=int, default=5, help="timed CPU training steps")
     ap.add_argument("--warmup", type=int, default=1, help="CPU warm-up steps (not timed)")
@@ -477,6 +528,8 @@ def main() -> None:
     features, built_s = build(args.work, args.skip_build, args.frame_size)
     corpus = describe(features, built_s)
 
+    if args.workers is None:
+        args.workers = "0,1,2,8" if torch.cuda.is_available() and (os.cpu_count() or 1) >= 8 else "0,1,2"
     loader = bench_loader(args, [int(w) for w in args.workers.split(",") if w.strip()])
     cpu = [] if args.no_cpu_steps else bench_steps(args, cuda=False)
     say("\n## 4. Peak memory\n")

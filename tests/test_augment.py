@@ -67,11 +67,17 @@ def _old_augment(item: dict, a: Augment, rng: np.random.Generator, max_len: int)
     return item
 
 
+MEAN = np.array([0.5, -2.0, 10.0, 0.0, 3.0, -0.25], np.float32)  # the training split's feature statistics
+STD = np.array([2.0, 0.5, 4.0, 1.0, 0.1, 3.0], np.float32)
+
+
 def _window(L: int, seed: int, video: bool = True, S: int = 16, D: int = 6) -> dict:
+    """A window as the loader hands it over: audio features as stored (raw), the statistics beside them."""
     rng = np.random.default_rng(seed)
     return {
         "clip": seed, "start": 0,
-        "audio": rng.normal(size=(L, D)).astype(np.float32),
+        "audio": (rng.normal(size=(L, D)) * STD + MEAN).astype(np.float32),
+        "audio_mean": MEAN, "audio_std": STD, "has_audio": True,
         "audio_mask": rng.random(L) > 0.1,
         "frames": rng.integers(0, 256, size=(L, S, S, 3), dtype=np.uint8),
         "video_mask": np.ones(L, bool) if video else np.zeros(L, bool),
@@ -87,13 +93,16 @@ def _copy(item: dict) -> dict:
 @pytest.mark.parametrize("seed", range(6))
 def test_the_batched_device_augmentation_gives_what_the_per_window_code_gave(seed):
     """Windows of different lengths (padding in the batch), one without video: every stream of every window equals
-    the per-window reference drawn from the same generator (features and labels to float rounding, masks and
-    lengths exactly, pixels within one grey level: bilinear sampling by another routine)."""
+    the per-window reference (standardised, then augmented, in the loader) drawn from the same generator (features
+    and labels to float rounding, masks and lengths exactly, pixels within one grey level: bilinear sampling by
+    another routine)."""
     a, max_len = Augment(), 40
     lengths = [40, 33, 17, 2]
     items = [_window(L, 10 * seed + i, video=i != 2) for i, L in enumerate(lengths)]
-    expected = [_old_augment(_copy(it), a, np.random.default_rng([seed, i]), max_len) for i, it in enumerate(items)]
-    drawn = [_augment(_copy(it), a, np.random.default_rng([seed, i])) for i, it in enumerate(items)]
+    # the old loader standardised each window, then augmented it
+    standardised = [{**_copy(it), "audio": ((it["audio"] - MEAN) / STD).astype(np.float32)} for it in items]
+    expected = [_old_augment(it, a, np.random.default_rng([seed, i]), max_len) for i, it in enumerate(standardised)]
+    drawn = [{**_copy(it), "aug": _augment(it, a, np.random.default_rng([seed, i]))} for i, it in enumerate(items)]
     b = augment_batch(to_device(collate(drawn), torch.device("cpu")), max_len)
     for i, exp in enumerate(expected):
         n = len(exp["audio"])

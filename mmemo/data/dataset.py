@@ -1,4 +1,4 @@
-"""Windows of shards for training and evaluation (a torch Dataset).
+"""Windows of shards for training and evaluation (a torch Dataset), and the loader that batches them.
 
 - HDF5 files are opened lazily, inside the process that reads them (each DataLoader worker opens its own handles
   on first use, never before the fork), and kept open for the worker's life.
@@ -6,11 +6,14 @@
   and the item index, so a run is reproducible whatever the number of workers); a clip of T rows contributes
   ``ceil(T / max_len)`` items per epoch, so long clips are seen in proportion to their length.
 - Evaluation: consecutive windows ``[0, L), [L, 2L), ...`` cover every row of every clip exactly once.
-- Frames stay uint8 here (pooled to the model's ``video_size``): they become float in [0, 1] in the model
-  input path (``to_device``). Audio features are standardised with statistics of the training split.
-- Augmentation (training): drawn per window here, from (seed, epoch, item); the audio's masks and noise are
-  applied here, the frames' crop, flip and colour jitter and the time stretch of every stream on the training
-  device, on the whole batch (``augment_batch``), so that the loader only copies bytes.
+- Nothing is converted per window: frames stay uint8 (pooled to the model's ``video_size``, a view of the frame
+  cache's memory map) and audio features stay as stored; ``to_device`` turns the whole batch's frames into float
+  in [0, 1] and standardises its audio features (statistics of the training split) on the training device.
+- Augmentation (training): drawn per window here, from (seed, epoch, item); applied on the training device to the
+  whole batch (``augment_batch``): the frames' crop, flip and colour jitter, the audio's masks and noise, the time
+  stretch of every stream.
+- ``WindowLoader``: DataLoader workers read the HDF5 rows and draw the augmentation; the frames of cached clips
+  are copied once, from their memory maps into a reused (on CUDA pinned) batch buffer, by the training process.
 - Rows without labels are masked out of the loss (``label_mask``), never filled in.
 """
 
@@ -18,14 +21,18 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from mmemo import atomic
 from mmemo.data import schema as S
@@ -125,6 +132,11 @@ def face_share(clips: list[ClipRef]) -> float | None:
 POOL_BLOCK = 256  # rows pooled at a time while a cache file is built (bounded memory for any clip length)
 
 
+def cache_file(ref: ClipRef, size: int, cache_dir: Path, visual: str = "frames") -> Path:
+    """Where ``pooled_frames`` keeps a clip's rows pooled to ``size``: ``cache_dir/VISUAL-SIZE/<clip>.npy``."""
+    return cache_dir / f"{visual}-{size}" / f"{check_relative(ref.clip_id, str(ref.path))}.npy"
+
+
 def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path, visual: str = "frames") -> np.ndarray | None:
     """The clip's frames pooled to ``size``, as a read-only memory map of ``cache_dir/frames-SIZE/<clip>.npy``
     (``visual`` "faces": what ``visual_rows`` gives, in ``cache_dir/faces-SIZE``).
@@ -136,7 +148,7 @@ def pooled_frames(h5: h5py.File, ref: ClipRef, size: int, cache_dir: Path, visua
     The bytes are those ``pool_frames`` gives. Returns None (the caller pools as it reads) when the cache
     cannot be written, e.g. a read-only features directory; that is said once per process.
     """
-    path = cache_dir / f"{visual}-{size}" / f"{check_relative(ref.clip_id, str(ref.path))}.npy"
+    path = cache_file(ref, size, cache_dir, visual)
     try:
         if path.exists() and path.stat().st_mtime_ns >= Path(ref.path).stat().st_mtime_ns:
             return np.load(path, mmap_mode="r")
@@ -186,13 +198,14 @@ class ShardDataset(Dataset):
         self.visual = visual
         self.clips, self.names = clips, list(feature_names)
         self.frame_cache = Path(frame_cache) if frame_cache is not None else None
-        self._pooled: dict[str, np.ndarray | None] = {}
+        self._pooled: dict[str, tuple[str, np.ndarray] | None] = {}  # shard -> (cache file, memory map)
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.max_len, self.train, self.video_size, self.use_video = max_len, train, video_size, use_video
         self.augment = augment if (augment is not None and augment.enabled and train) else None
         self.seed = seed
         self.audio_dim = int(self.mean.size)
         self._files: dict[str, h5py.File] = {}
+        self._sets: dict[str, dict[str, h5py.Dataset]] = {}  # shard -> the datasets a window reads, by name
         self._pid = None
         # item -> (clip index, window number): training draws the start at random, evaluation tiles the clip
         self.items = [(ci, w) for ci, c in enumerate(clips) for w in range(max(1, math.ceil(c.n_frames / max_len)))]
@@ -202,7 +215,7 @@ class ShardDataset(Dataset):
 
     def _h5(self, path: str) -> h5py.File:
         if self._pid != os.getpid():  # a new process (DataLoader worker): never reuse a parent's handles
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._sets, self._pid = {}, {}, os.getpid()
         f = self._files.get(path)
         if f is None:
             f = self._files[path] = open_shard(path)
@@ -210,9 +223,21 @@ class ShardDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_files"], state["_pid"] = {}, None  # handles never cross a process boundary
+        state["_files"], state["_sets"], state["_pid"] = {}, {}, None  # handles never cross a process boundary
         state["_pooled"] = {}  # nor do memory maps
         return state
+
+    def _datasets(self, path: str) -> dict[str, h5py.Dataset]:
+        """The shard's datasets a window reads (those present), looked up once per process: a lookup by path
+        costs HDF5 as much as reading a window's rows of a feature."""
+        sets = self._sets.get(path) if self._pid == os.getpid() else None
+        if sets is None:
+            h5 = self._h5(path)
+            paths = {k: S.feature_path(k) for k in self.names} if S.AUDIO in h5 and self.audio_dim else {}
+            paths.update(audio_mask=S.AUDIO_MASK, video_mask=S.VIDEO_MASK, valence=S.VALENCE, arousal=S.AROUSAL,
+                         label_mask=S.LABEL_MASK)  # fmt: skip
+            sets = self._sets[path] = {k: h5[v] for k, v in paths.items() if v in h5}
+        return sets
 
     def window(self, index: int) -> tuple[int, int, int]:
         """(clip index, start, stop) of item ``index``; an index past ``len`` carries its epoch (EpochSampler)."""
@@ -228,47 +253,58 @@ class ShardDataset(Dataset):
             L = min(self.max_len, T - start)
         return ci, start, start + L
 
-    def _frames(self, ci: int, h5: h5py.File, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of clip ``ci``'s frames at ``video_size``: from the cache when there is one."""
+    def _frames(self, ci: int, h5: h5py.File, start: int, stop: int) -> tuple[np.ndarray, str | None]:
+        """Rows [start, stop) of clip ``ci``'s frames at ``video_size``, and the cache file they are a read-only
+        view of (None: read from the shard and pooled now, when there is no usable cache)."""
         if self.frame_cache is not None:
             key = self.clips[ci].path  # one memory map per file, however often a clip is listed
             if key not in self._pooled:
-                self._pooled[key] = pooled_frames(h5, self.clips[ci], self.video_size, self.frame_cache, self.visual)
+                ref = self.clips[ci]
+                m = pooled_frames(h5, ref, self.video_size, self.frame_cache, self.visual)
+                self._pooled[key] = None if m is None else (str(cache_file(ref, self.video_size, self.frame_cache,
+                                                                            self.visual)), m)  # fmt: skip
             cached = self._pooled[key]
             if cached is not None:
-                return cached[start:stop]  # a read-only view of the memory map: collate makes the one copy
-        return read_visual(h5, self.visual, self.video_size, start, stop)
+                return cached[1][start:stop], cached[0]
+        return read_visual(h5, self.visual, self.video_size, start, stop), None
 
     def __getitem__(self, index: int) -> dict:
+        """One window, nothing converted: ``audio`` (L, D) float32 as stored (``audio_mean`` / ``audio_std``, the
+        dataset's statistics, ride along for ``to_device``), ``frames`` (L, S, S, 3) uint8 (a view of the frame
+        cache's memory map, whose path is ``frame_file``; "" for a window without video, whose frames are a
+        zero view; None when the frames were pooled from the shard now), masks (L,) bool, ``labels`` (L, 2)."""
         epoch = index // len(self.items)
         ci, start, stop = self.window(index)
-        h5 = self._h5(self.clips[ci].path)
+        h5, d = self._h5(self.clips[ci].path), self._datasets(self.clips[ci].path)
         L = stop - start
-        item = {"clip": ci, "start": start}
-        if S.AUDIO in h5 and self.audio_dim:
-            x = np.concatenate([h5[S.feature_path(k)][start:stop] for k in self.names], axis=1)
-            item["audio"] = ((x - self.mean) / self.std).astype(np.float32)
-            item["audio_mask"] = h5[S.AUDIO_MASK][start:stop]
+        item = {"clip": ci, "start": start, "audio_mean": self.mean, "audio_std": self.std}
+        if self.audio_dim and self.names[0] in d:
+            # one contiguous row range per feature dataset; standardised on the device, for the whole batch
+            item["audio"] = np.concatenate([d[k][start:stop] for k in self.names], axis=1)
+            item["audio_mask"] = d["audio_mask"][start:stop]
+            item["has_audio"] = True
         else:
             item["audio"] = np.zeros((L, self.audio_dim), np.float32)
             item["audio_mask"] = np.zeros(L, bool)
+            item["has_audio"] = False
         s = self.video_size
-        if self.use_video and S.VIDEO in h5:
-            item["frames"] = self._frames(ci, h5, start, stop)
-            item["video_mask"] = h5[S.VIDEO_MASK][start:stop]
+        if self.use_video and "video_mask" in d:
+            item["frames"], item["frame_file"] = self._frames(ci, h5, start, stop)
+            item["video_mask"] = d["video_mask"][start:stop]
         else:
-            item["frames"] = np.zeros((L, s, s, 3), np.uint8)
+            item["frames"] = np.broadcast_to(np.zeros((1, s, s, 3), np.uint8), (L, s, s, 3))  # no bytes behind it
+            item["frame_file"] = ""
             item["video_mask"] = np.zeros(L, bool)
-        if S.LABELS in h5:
-            y = np.stack([h5[S.VALENCE][start:stop], h5[S.AROUSAL][start:stop]], axis=1)
-            m = h5[S.LABEL_MASK][start:stop]
+        if "label_mask" in d:
+            y = np.stack([d["valence"][start:stop], d["arousal"][start:stop]], axis=1)
+            m = d["label_mask"][start:stop]
         else:
             y, m = np.zeros((L, 2), np.float32), np.zeros(L, bool)
-        item["labels"] = np.nan_to_num(y, nan=0.0).astype(np.float32)
+        item["labels"] = np.nan_to_num(y, nan=0.0).astype(np.float32, copy=False)
         item["label_mask"] = m & np.isfinite(y).all(axis=1)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, epoch, index % len(self), 1])
-            item = _augment(item, self.augment, rng)
+            item["aug"] = _augment(item, self.augment, rng)
         return item
 
 
@@ -304,15 +340,15 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def _augment(item: dict, a: Augment, rng: np.random.Generator) -> dict:
-    """Draw one training window's augmentation and apply what is cheap here (the audio's time and feature masks
-    and noise: (L, D) floats); the frames' crop, flip and colour jitter and the time stretch of every stream are
-    only drawn here, as numbers in ``item["aug"]``, and applied to the whole batch on the training device by
-    ``augment_batch`` (a window's frames are ~9 MB; float work on them was what the GPU waited for).
+    """Draw one training window's augmentation: numbers (and the audio's noise, (L, D) float32) that
+    ``augment_batch`` applies to the whole batch on the training device; nothing is applied here (a window's
+    frames are ~9 MB: float work on them per window was what the GPU waited for).
 
-    The draws are made in the same order from the same generator as when all of it ran here, so the distribution
-    of every parameter, and its reproducibility by seed, epoch and item, are unchanged."""
+    The draws are made in the same order from the same generator as when the loader applied them, so the
+    distribution of every parameter, and its reproducibility by seed, epoch and item, are unchanged."""
     s = item["frames"].shape[1]
     aug = {"video": bool(item["video_mask"].any()), "crop": (s, 0, 0), "flip": False, "jitter": (1.0, 1.0, 1.0),
+           "time_masks": [(0, 0)] * a.time_masks, "freq_masks": [(0, 0)] * a.freq_masks, "noise": None,
            "stretch": 1.0}  # fmt: skip
     if aug["video"]:
         if a.crop < 1:
@@ -322,38 +358,35 @@ def _augment(item: dict, a: Augment, rng: np.random.Generator) -> dict:
         aug["flip"] = bool(rng.random() < a.flip)
         if a.jitter > 0:
             aug["jitter"] = tuple(float(v) for v in rng.uniform(1 - a.jitter, 1 + a.jitter, size=3))  # b, con, sat
-    x = item["audio"].copy()
-    L, D = x.shape
+    L, D = item["audio"].shape
     if D and item["audio_mask"].any():
-        for _ in range(a.time_masks):
+        for k in range(a.time_masks):  # (start row, rows) of each span zeroed
             w = int(rng.integers(0, a.time_mask_len + 1))
-            t0 = int(rng.integers(0, max(1, L - w)))
-            x[t0 : t0 + w] = 0.0
-        for _ in range(a.freq_masks):
+            aug["time_masks"][k] = (int(rng.integers(0, max(1, L - w))), w)
+        for k in range(a.freq_masks):  # (first dimension, dimensions) of each band zeroed
             w = int(rng.integers(0, min(a.freq_mask_len, D) + 1))
-            d0 = int(rng.integers(0, max(1, D - w)))
-            x[:, d0 : d0 + w] = 0.0
+            aug["freq_masks"][k] = (int(rng.integers(0, max(1, D - w))), w)
         if a.noise > 0:
-            x += rng.normal(0, a.noise, x.shape).astype(np.float32)
-    item["audio"] = x
+            aug["noise"] = rng.normal(0, a.noise, (L, D)).astype(np.float32)
     if a.stretch > 0 and L > 1:
         aug["stretch"] = float(rng.uniform(1 - a.stretch, 1 + a.stretch))
-    item["aug"] = aug
-    return item
+    return aug
 
 
 def augment_batch(b: dict[str, torch.Tensor], max_len: int) -> dict[str, torch.Tensor]:
-    """Apply the frames' augmentation and the time stretch drawn by ``_augment`` to a collated batch on its
-    device, all windows at once. ``b["frames"]`` (B, T, S, S, 3) float in [0, 1] (after ``to_device``).
+    """Apply the augmentation drawn by ``_augment`` to a collated batch on its device, all windows at once.
+    ``b`` as ``to_device`` gives it: ``frames`` (B, T, S, S, 3) float in [0, 1], ``audio`` (B, T, D) standardised.
 
-    Per window, as the per-window code did: a crop of c x c pixels at (y0, x0) resized back to S x S (bilinear,
-    rounded to a grey level), a horizontal flip, then saturation, contrast (around the window's mean) and
-    brightness (truncated to a grey level), on windows with video only; then every stream resampled on one time
-    axis ``factor`` times slower (linear for features and labels, nearest for frames and masks), cut to
-    ``max_len`` rows. Returns a new batch dict (T may change; ``pad_mask`` says which rows are real).
+    Per window, as the per-window code did: the audio's time and feature-band masks (zeros), then its noise; a
+    crop of c x c pixels at (y0, x0) resized back to S x S (bilinear, rounded to a grey level), a horizontal flip,
+    then saturation, contrast (around the window's mean) and brightness (truncated to a grey level), on windows
+    with video only; then every stream resampled on one time axis ``factor`` times slower (linear for features and
+    labels, nearest for frames and masks), cut to ``max_len`` rows. Returns a new batch dict (T may change;
+    ``pad_mask`` says which rows are real).
     """
     frames, pad = b["frames"], b["pad_mask"]
     B, T, S = frames.shape[:3]
+    b = dict(b, audio=_audio_masks(b))
     video = b["aug_video"]
     if bool(video.any()):
         x = frames * 255.0  # grey levels, as the stored bytes
@@ -404,6 +437,21 @@ def augment_batch(b: dict[str, torch.Tensor], max_len: int) -> dict[str, torch.T
     return out
 
 
+def _audio_masks(b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's standardised audio (B, T, D) with each window's time and feature-band masks zeroed (spans
+    ``aug_time_masks`` (B, K, 2) and ``aug_freq_masks`` (B, K', 2) of (start, length)) and its noise added."""
+    x = b["audio"]
+    rows = torch.arange(x.shape[1], device=x.device)
+    dims = torch.arange(x.shape[2], device=x.device)
+
+    def covered(idx: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:  # (B, n): idx inside any span
+        lo, n = spans[..., 0:1], spans[..., 1:2]  # (B, K, 1)
+        return ((idx >= lo) & (idx < lo + n)).any(dim=1)
+
+    zero = covered(rows, b["aug_time_masks"])[:, :, None] | covered(dims, b["aug_freq_masks"])[:, None, :]
+    return x.masked_fill(zero, 0.0) + b["aug_noise"]
+
+
 def _resize_axis(start: torch.Tensor, c: torch.Tensor, S: int, flip: torch.Tensor) -> tuple:
     """Per window, the two source pixels and the weight of the second for each of the S output positions of a
     ``c``-pixel stretch starting at ``start`` resized to S (bilinear, half-pixel centres, as PyTorch's resize:
@@ -428,39 +476,217 @@ def _take(x: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.gather(x, dim, idx.view(shape).expand(size))
 
 
-def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad a list of windows to the longest: tensors (B, T, ...) plus ``pad_mask`` (B, T) True where real."""
+# What collate copies from every window besides the frames, and as what.
+STREAMS = {"audio": torch.float32, "labels": torch.float32, "audio_mask": torch.bool, "video_mask": torch.bool,
+           "label_mask": torch.bool}  # fmt: skip
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in a DataLoader worker, in shared memory from the start (as torch's own collate
+    does), so that handing the batch to the training process copies nothing more."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def _fill(dst: np.ndarray, windows: list[np.ndarray | None], lengths: list[int]) -> None:
+    """dst[i, :n] = windows[i] (zeros for None), dst[i, n:] = 0: one copy per window, padding zeroed."""
+    for i, (w, n) in enumerate(zip(windows, lengths, strict=True)):
+        if w is None:
+            dst[i, :n] = 0
+        else:
+            dst[i, :n] = w
+        dst[i, n:] = 0
+
+
+def collate(items: list[dict], *, defer_frames: bool = False) -> dict:
+    """Pad a list of windows to the longest: tensors (B, T, ...) plus ``pad_mask`` (B, T) True where real,
+    ``has_audio`` (B,), the feature statistics ``audio_mean`` / ``audio_std`` (D,) for ``to_device``, and the
+    augmentation drawn for each window (``aug_*``, applied by ``augment_batch``).
+
+    Each stream is copied once, straight from the window (frames from a view of the cache's memory map) into the
+    batch, in shared memory inside a DataLoader worker. With ``defer_frames`` and every window's frames in the
+    frame cache (or absent), the frames are not copied here: ``frame_src`` lists (cache file, start, rows) per
+    window for ``WindowLoader`` to copy in the training process."""
     B, T = len(items), max(len(it["audio"]) for it in items)
+    lengths = [len(it["audio"]) for it in items]
     first = items[0]
-    out = {
-        "audio": torch.zeros(B, T, first["audio"].shape[1]),
-        "frames": torch.zeros(B, T, *first["frames"].shape[1:], dtype=torch.uint8),
-        "labels": torch.zeros(B, T, 2),
-        "pad_mask": torch.zeros(B, T, dtype=torch.bool),
-        "audio_mask": torch.zeros(B, T, dtype=torch.bool),
-        "video_mask": torch.zeros(B, T, dtype=torch.bool),
-        "label_mask": torch.zeros(B, T, dtype=torch.bool),
-        "clip": torch.tensor([it["clip"] for it in items]),
-        "start": torch.tensor([it["start"] for it in items]),
-    }
-    arrays = {k: out[k].numpy() for k in ("audio", "frames", "labels", "audio_mask", "video_mask", "label_mask")}
-    for i, it in enumerate(items):
-        n = len(it["audio"])
-        out["pad_mask"][i, :n] = True
-        for k, a in arrays.items():
-            a[i, :n] = it[k]  # one copy per stream, straight from the window (a memory-mapped view for frames)
+    out: dict = {k: _empty((B, T, *first[k].shape[1:]), dtype) for k, dtype in STREAMS.items()}
+    for k in STREAMS:
+        _fill(out[k].numpy(), [it[k] for it in items], lengths)
+    out["pad_mask"] = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    out["has_audio"] = torch.tensor([bool(it["has_audio"]) for it in items])
+    out["audio_mean"] = torch.from_numpy(np.array(first["audio_mean"], np.float32))
+    out["audio_std"] = torch.from_numpy(np.array(first["audio_std"], np.float32))
+    out["clip"] = torch.tensor([it["clip"] for it in items])
+    out["start"] = torch.tensor([it["start"] for it in items])
+    if defer_frames and all(it.get("frame_file") is not None for it in items):
+        out["frame_src"] = [(it["frame_file"], it["start"], n) for it, n in zip(items, lengths, strict=True)]
+    else:
+        out["frames"] = _empty((B, T, *first["frames"].shape[1:]), torch.uint8)
+        _fill(out["frames"].numpy(), [it["frames"] for it in items], lengths)
     if "aug" in first:  # the augmentation drawn for each window, applied on the device (augment_batch)
         augs = [it["aug"] for it in items]
         out["aug_video"] = torch.tensor([a["video"] for a in augs])
         out["aug_crop"] = torch.tensor([a["crop"] for a in augs], dtype=torch.long)
         out["aug_flip"] = torch.tensor([a["flip"] for a in augs])
         out["aug_jitter"] = torch.tensor([a["jitter"] for a in augs], dtype=torch.float32)
+        for k in ("time_masks", "freq_masks"):  # (B, K, 2): start, length of each span
+            out[f"aug_{k}"] = torch.tensor([a[k] for a in augs], dtype=torch.long).reshape(B, len(augs[0][k]), 2)
+        out["aug_noise"] = _empty((B, T, out["audio"].shape[2]), torch.float32)
+        _fill(out["aug_noise"].numpy(), [a["noise"] for a in augs], lengths)
         out["aug_stretch"] = torch.tensor([a["stretch"] for a in augs], dtype=torch.float64)
     return out
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move a batch to ``device``; frames become float in [0, 1] here, after the (4x smaller) uint8 transfer."""
+    """Move a batch to ``device`` and finish it there, on the whole batch at once: frames become float in [0, 1]
+    after the (4x smaller) uint8 transfer; audio features are standardised with ``audio_mean`` / ``audio_std``
+    (zero on padding and in windows without audio, as the model expects)."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     out["frames"] = out["frames"].float().div_(255.0)
+    keep = (out["pad_mask"] & out["has_audio"][:, None])[..., None]
+    z = (out["audio"] - out["audio_mean"]) / out["audio_std"]
+    out["audio"] = torch.where(keep, z, torch.zeros((), dtype=z.dtype, device=z.device))
     return out
+
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # None: buffers are never reused (always correct)
+
+
+class WindowLoader:
+    """The DataLoader of a ``ShardDataset`` whose frames take one copy, from the frame cache's memory maps into a
+    reused batch buffer (pinned when ``pin_device`` is a CUDA device), made in this process.
+
+    The workers read each window's HDF5 rows (audio features, masks, labels) and draw its augmentation; for the
+    frames of cached clips their batch only names the file and rows (``frame_src``). Carrying 75 MB of frames a
+    batch through shared memory cost more than the copy: the worker writes into fresh pages the kernel must fault
+    in and zero, for every batch (benchmarks/train.py and docs/benchmarks.md have the figures). Here, with
+    workers, a thread copies the next batches' frames while the training step runs (the copy releases the GIL).
+
+    A CPU buffer is reused only once nothing else holds it (a batch kept by the caller keeps its own); pinned
+    buffers come from CUDA's caching host allocator, which reuses a block once its copies to the device are done.
+    Without the frame cache the workers copy the frames into the batch themselves (``collate``).
+    """
+
+    def __init__(
+        self,
+        dataset: ShardDataset,
+        *,
+        batch_size: int,
+        sampler: torch.utils.data.Sampler,
+        workers: int = 0,
+        pin_device: torch.device | None = None,
+        prefetch_factor: int = 2,
+    ) -> None:
+        """``workers`` DataLoader processes (spawned, persistent: no HDF5 handle or thread crosses a fork; 0:
+        everything in this process); ``pin_device``: the CUDA device the batches go to (pinned memory), None on
+        the CPU; ``prefetch_factor`` batches in flight per worker."""
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+            collate_fn=partial(collate, defer_frames=True), persistent_workers=workers > 0,
+            multiprocessing_context="spawn" if workers > 0 else None,
+            prefetch_factor=prefetch_factor if workers > 0 else None,
+        )  # fmt: skip
+        self.pin_device = pin_device if pin_device is not None and pin_device.type == "cuda" else None
+        self.pin, self.workers = self.pin_device is not None, workers
+        self.frame_shape = (dataset.video_size, dataset.video_size, 3)
+        self.capacity = batch_size * dataset.max_len * math.prod(self.frame_shape)  # bytes of the largest batch
+        self._maps: dict[str, np.ndarray] = {}
+        self._pool: list[tuple[torch.Tensor, int]] = []  # (buffer, its use count when nothing else holds it)
+
+    @property
+    def sampler(self) -> torch.utils.data.Sampler:
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.workers == 0:
+            return (self._finish(b) for b in self.loader)
+        return self._threaded()
+
+    def _buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised uint8 tensor of ``shape`` (contiguous): a free pooled buffer when there is one."""
+        n = math.prod(shape)
+        if self.pin:
+            return torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        for buf, idle in self._pool:
+            if buf.numel() >= n and _use_count(buf.untyped_storage()._cdata) <= idle:
+                return buf[:n].view(shape)
+        buf = torch.empty(max(n, self.capacity), dtype=torch.uint8)
+        if _use_count is not None and len(self._pool) < POOLED_BUFFERS:
+            self._pool.append((buf, _use_count(buf.untyped_storage()._cdata)))
+        return buf[:n].view(shape)
+
+    def _rows(self, path: str) -> torch.Tensor:
+        """The whole cache file as a (rows, S, S, 3) uint8 tensor over its memory map (one map per file)."""
+        m = self._maps.get(path)
+        if m is None:  # copy-on-write: writable for torch, never written, pages shared with the page cache
+            m = self._maps[path] = np.load(path, mmap_mode="c")
+        return torch.from_numpy(m)
+
+    def _finish(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Copy the frames a worker named into a batch buffer (windows of one clip in file order); pin on CUDA."""
+        src = batch.pop("frame_src", None)
+        if src is not None:
+            B, T = batch["pad_mask"].shape
+            frames = self._buffer((B, T, *self.frame_shape))
+            for i in sorted(range(B), key=lambda i: src[i][:2]):
+                path, start, n = src[i]
+                if path:
+                    frames[i, :n].copy_(self._rows(path)[start : start + n])
+                else:
+                    frames[i, :n].zero_()
+                frames[i, n:].zero_()
+            batch["frames"] = frames
+        if self.pin:
+            batch = {k: v if v.is_pinned() else v.pin_memory() for k, v in batch.items()}
+        return batch
+
+    def _threaded(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches from the workers, finished (``_finish``) in a thread up to PREFETCHED batches ahead."""
+        it = iter(self.loader)  # made here: the DataLoader sets its signal handlers in the main thread
+        ready: queue.Queue = queue.Queue(maxsize=PREFETCHED)
+        stop = threading.Event()
+
+        def put(msg: tuple) -> None:
+            while not stop.is_set():
+                try:
+                    ready.put(msg, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def run() -> None:
+            torch.set_num_threads(1)  # per thread: the copy does not compete with the step's threads
+            if self.pin_device is not None:  # pin for this rank's GPU (no CUDA context made on GPU 0 by every rank)
+                torch.cuda.set_device(self.pin_device)
+            try:
+                for b in it:
+                    put(("batch", self._finish(b)))
+                    if stop.is_set():
+                        return
+                put(("end", None))
+            except BaseException as e:  # handed to the consumer, raised there
+                put(("error", e))
+
+        worker = threading.Thread(target=run, name="mmemo-frames", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, value = ready.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            stop.set()
+            worker.join()
+
+
+POOLED_BUFFERS = 4  # CPU frame buffers kept for reuse: the one being filled, PREFETCHED ready, one in the step
+PREFETCHED = 2  # batches finished ahead of the training step

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from mmemo import __version__, atomic
 from mmemo.config import FACE_SHARE_MIN, RESUMABLE, SMALL_CORPUS_S, TrainConfig
@@ -35,8 +34,8 @@ from mmemo.data.dataset import (
     Augment,
     EpochSampler,
     ShardDataset,
+    WindowLoader,
     augment_batch,
-    collate,
     face_share,
     feature_stats,
     to_device,
@@ -61,6 +60,10 @@ from mmemo.provenance import package_versions
 # Under SMALL_CORPUS_S of training media the default model is this small one (docs/training.md: on a 47-clip
 # speech corpus it did better than the default size in cross-validation, level with ridge on clip statistics).
 SMALL_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.3, "stats_head": True}
+# Batches each DataLoader worker keeps in flight: PyTorch's default. 4 gave no more windows/s with 2 workers on 2
+# cores (benchmarks/train.py --workers 2 --prefetch 4: 171-176 against 182-319 windows/s on a shared machine) and
+# holds twice the batches in shared memory. Persistent workers: the spawn and imports are paid once per run.
+PREFETCH_FACTOR = 2
 
 
 # ----------------------------------------------------------------------------------------------------------- loss
@@ -289,8 +292,8 @@ class Trainer:
         self.epoch, self.step, self.best, self.bad_epochs = 0, 0, -math.inf, 0
         self.timing: dict[str, float] = {}
         self._starved_said = False
-        self.train_loader: DataLoader | None = None
-        self.val_loader: DataLoader | None = None
+        self.train_loader: WindowLoader | None = None
+        self.val_loader: WindowLoader | None = None
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
@@ -378,19 +381,16 @@ class Trainer:
             "feature_std": torch.from_numpy(np.asarray(self.std, np.float32)),
         }
 
-    def _loader(self, dataset: ShardDataset, shuffle: bool) -> DataLoader:
-        """A DataLoader whose workers (spawned, so no HDF5 handle or thread crosses a fork) live for the run.
+    def _loader(self, dataset: ShardDataset, shuffle: bool) -> WindowLoader:
+        """The run's loader of ``dataset`` (``WindowLoader``): spawned workers, so that no HDF5 handle or thread
+        crosses a fork, that live for the run; frames copied once into reused batch buffers, pinned on CUDA.
 
-        Its workers only read and copy: the frames' augmentation runs in ``train_step``, on the whole batch, on
-        the training device (the CPU's own cores when there is no GPU)."""
+        Its workers only read and copy: standardisation and augmentation run in ``train_step``, on the whole
+        batch, on the training device (the CPU's own cores when there is no GPU)."""
         sampler = EpochSampler(len(dataset), seed=self.cfg.seed, shuffle=shuffle, rank=self.rank,
                                num_replicas=self.world)  # fmt: skip
-        workers = self.cfg.workers
-        return DataLoader(
-            dataset, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-            persistent_workers=workers > 0, multiprocessing_context="spawn" if workers > 0 else None,
-            pin_memory=self.device.type == "cuda",
-        )  # fmt: skip
+        return WindowLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, workers=self.cfg.workers,
+                            pin_device=self.device, prefetch_factor=PREFETCH_FACTOR)  # fmt: skip
 
     def _autocast(self):
         if self.device.type == "cuda":
