@@ -38,6 +38,7 @@ from mmemo import atomic
 from mmemo.data import schema as S
 from mmemo.data.features_dir import ClipRef, check_relative
 from mmemo.data.shards import face_rows, has_faces, open_shard, read_faces, read_frames
+from mmemo.errors import MmemoError
 
 
 @dataclass(frozen=True)
@@ -681,11 +682,23 @@ class WindowLoader:
                 if kind == "end":
                     return
                 if kind == "error":
-                    raise value
+                    raise _unwrapped(value) from None
                 yield value
         finally:
             stop.set()
             worker.join()
+
+
+def _unwrapped(e: BaseException) -> BaseException:
+    """A worker's mmemo error as its own one line: PyTorch re-raises it in the caller as the same class with the
+    worker's whole traceback for a message ("Caught SchemaError in DataLoader worker process 0. Original
+    Traceback ... mmemo.errors.SchemaError: <message>"); a user is owed only the message."""
+    text = str(e)
+    if not isinstance(e, MmemoError) or "Original Traceback" not in text:
+        return e
+    last = [ln for ln in text.splitlines() if ln.strip()][-1]
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    return type(e)(last[len(prefix) :] if last.startswith(prefix) else last)
 
 
 POOLED_BUFFERS = 4  # CPU frame buffers kept for reuse: the one being filled, PREFETCHED ready, one in the step
