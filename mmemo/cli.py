@@ -45,12 +45,6 @@ class MmemoGroup(click.Group):
             raise click.ClickException(str(e)) from None
 
 
-def _feature_names() -> list[str]:
-    from mmemo.features.registry import FEATURES  # imports librosa: only when --features is given
-
-    return list(FEATURES)
-
-
 def _parse_features(value: str | None) -> tuple[str, ...] | None:
     """``--features``: ``a,b`` exactly these, ``+a`` the defaults and ``a``, ``-a`` the defaults without ``a``."""
     if value is None:
@@ -60,7 +54,7 @@ def _parse_features(value: str | None) -> tuple[str, ...] | None:
     try:
         return resolve_features(value)
     except ConfigError as e:
-        raise click.BadParameter(f"{e}; choose from {', '.join(_feature_names())}", param_hint="--features") from None
+        raise click.BadParameter(str(e).replace("; known: ", "; choose from "), param_hint="--features") from None
 
 
 # ------------------------------------------------------------------------------------------- shared options
@@ -187,6 +181,14 @@ def main() -> None:
     "--face-every", type=click.IntRange(1, 250), default=EXTRACT.face_every, show_default=True,
     help="Run the face detector on every k-th row (and on every row while the face is lost).",
 )  # fmt: skip
+@click.option(
+    "--import",
+    "imports",
+    metavar="NAME[:SIDE]=DIR",
+    multiple=True,
+    help="Per-frame features you already have, one file per clip in DIR (OpenFace 2.0 CSV, or CSV / NPY with a "
+    "timestamp column), put on the grid and fed to the video (default) or audio branch. Repeatable.",
+)
 @_jobs("Clips extracted in parallel (default: all cores).")
 @click.option(
     "--backend",
@@ -221,6 +223,7 @@ def extract(
     faces: str,
     face_size: int,
     face_every: int,
+    imports: tuple[str, ...],
     jobs: int | None,
     backend: str,
     scheduler: str | None,
@@ -234,9 +237,11 @@ def extract(
     redone. Exit code 1 when any clip failed (the others are extracted; see FEATURES_DIR/errors.csv). A truncated
     file is extracted as far as it decodes, with a warning (exit 0); --strict makes it a failure.
     """
+    from mmemo.features.imports import ImportSpec
     from mmemo.pipeline.extract import extract_corpus
 
     names = _parse_features(features)
+    specs = [ImportSpec.parse(x) for x in imports]
     cfg = ExtractConfig(
         aspect=aspect,
         frame_size=frame_size,
@@ -246,6 +251,7 @@ def extract(
         faces=faces == "on",
         face_size=face_size,
         face_every=face_every,
+        imports=tuple((i.name, i.side) for i in specs),
         **({"features": names} if names else {}),
     )
     summary = extract_corpus(
@@ -262,6 +268,7 @@ def extract(
         scheduler=scheduler,
         progress="quiet" if quiet else progress,
         strict=strict,
+        imports=specs,
         log=(lambda s: None) if quiet else _err,
     )
     _print_summary(summary)

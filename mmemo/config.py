@@ -53,7 +53,7 @@ class Serialisable:
     """to_dict / from_dict for the frozen config dataclasses (tuples travel as lists, unknown keys refused)."""
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {k: _plain(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -61,6 +61,11 @@ class Serialisable:
         if unknown:
             raise ConfigError(f"unknown {cls.__name__} key(s): {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def _plain(v):
+    """Tuples (nested too) as lists: what JSON writes."""
+    return [_plain(x) for x in v] if isinstance(v, tuple) else v
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,18 @@ class ExtractConfig(Serialisable):
     faces: bool = True
     face_size: int = 112
     face_every: int = 5
+    # Per-frame features the user brings (mmemo.features.imports, `--import NAME[:SIDE]=DIR`): (name, side) pairs,
+    # side "audio" or "video" (the branch they feed). Where the files are is not part of the configuration.
+    imports: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        # JSON gives lists back: frozen, hashable, comparable configurations hold tuples
+        object.__setattr__(self, "imports", tuple((str(n), str(s)) for n, s in self.imports))
+        names = [n for n, _ in self.imports]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"import name(s) given twice: {', '.join(names)}")
+        if any(s not in ("audio", "video") for _, s in self.imports):
+            raise ConfigError(f"import sides must be audio or video: {self.imports}")
         # Feature names are checked against the registry where features are computed
         # (mmemo.features.registry.feature_dims): the registry sits above this module.
         for name in ("sample_rate", "fps", "n_fft", "n_mels", "n_mfcc"):
@@ -124,6 +139,12 @@ class ExtractConfig(Serialisable):
         if self.face_every < 1:
             raise ConfigError(f"face_every {self.face_every} must be at least 1")
         object.__setattr__(self, "features", tuple(self.features))
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if not self.imports:  # left out when empty: the configurations (and hashes) of before imports stand
+            del d["imports"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ExtractConfig:

@@ -17,6 +17,9 @@ process::
     /faces/landmarks          (T, 5, 2)       float32  eyes, nose tip, mouth corners (x, y), NaN if none
     /faces/scores             (T,)            float32  the detector's score (interpolated between its runs)
                               attrs: FACE_ATTRS (size, detector, every, detections, multi, follows)
+    /imports/<name>/values    (T, D)          float32  a user's per-frame features (``--import``), NaN where masked
+    /imports/<name>/mask      (T,)            bool     the import's file has a usable row on screen in row t
+                              attrs: IMPORT_ATTRS (side, columns, kind, file)
     /audio/features/<name>    (T, D_name)     float32  one dataset per registered audio feature
     /audio/mask               (T,)            bool     row t holds decoded audio
     /labels/valence           (T,)            float32  NaN where unlabelled
@@ -28,8 +31,12 @@ process::
 clips; ``modalities`` in the root attrs says which are present. ``/faces`` is there for every clip with video
 extracted with faces on (``mmemo extract --faces on``, the default), even when no face was found (all masked).
 
-Schema history: version 2 added ``/faces``. Version 1 shards are still read, as clips without faces; ``mmemo
-extract`` re-extracts them on its next run over the same directory (the schema version is part of each clip's key).
+``/imports/<name>`` is there for each ``--import`` of the extraction (all masked for a clip without its file).
+
+Schema history: version 2 added ``/faces``; ``/imports`` is optional within version 2 (a shard without it was
+extracted without imports, which its configuration says). Version 1 shards are still read, as clips without
+faces; ``mmemo extract`` re-extracts them on its next run over the same directory (the schema version is part of
+each clip's key).
 The feature configuration lives in ``/meta`` rather than on the root so that the clip's own string attributes name
 only the clip.
 """
@@ -54,6 +61,7 @@ FACE_MASK = "faces/mask"
 FACE_BOXES = "faces/boxes"
 FACE_LANDMARKS = "faces/landmarks"
 FACE_SCORES = "faces/scores"
+IMPORTS = "imports"
 AUDIO = "audio"
 AUDIO_FEATURES = "audio/features"
 AUDIO_MASK = "audio/mask"
@@ -115,6 +123,23 @@ FACE_ATTRS: dict[str, type] = {
     "multi": int,  # runs that found more than one face (several people in the clip)
     "follows": int,  # faces followed one after the other (1: one person throughout; 0: no face at all)
 }
+
+# Attributes of /imports/<name>: what the user's file was and where it goes.
+IMPORT_ATTRS: dict[str, type] = {
+    "side": str,  # "audio" or "video": the branch of the model it feeds
+    "columns": str,  # JSON list of the file's feature columns (empty for a clip without its file)
+    "kind": str,  # "openface", "csv", "npy" or "" (no file)
+    "file": str,  # the file read, "" when the clip had none
+}
+
+
+def import_values(name: str) -> str:
+    return f"{IMPORTS}/{name}/values"
+
+
+def import_mask(name: str) -> str:
+    return f"{IMPORTS}/{name}/mask"
+
 
 # The one-value-per-row datasets: path -> dtype, each of shape (T,).
 PER_ROW = {

@@ -145,6 +145,18 @@ class ShardWriter:
         self.n_faces += n
         self._drain(_MAX_PENDING_CHUNKS)
 
+    def write_import(self, name: str, side: str, values: np.ndarray | None, mask: np.ndarray, columns: list[str],
+                     kind: str, file: str) -> None:  # fmt: skip
+        """One ``--import`` stream: values (T, D) float32 (NaN where masked; None for a clip without its file: a
+        (T, 0) dataset) and mask (T,), with IMPORT_ATTRS."""
+        T = len(mask)
+        data = np.zeros((T, 0), np.float32) if values is None else np.asarray(values, np.float32)
+        self.h5.create_dataset(S.import_values(name), data=data)
+        self.h5.create_dataset(S.import_mask(name), data=np.asarray(mask, np.bool_))
+        self.h5[f"{S.IMPORTS}/{name}"].attrs.update(
+            {"side": side, "columns": json.dumps(list(columns)), "kind": kind, "file": file}
+        )
+
     def append_rows(self, name: str, first_row: int, rows: np.ndarray) -> None:
         """Write rows ``(n, D)`` at ``first_row`` of a growing (T, D) dataset (the audio feature stream's sink)."""
         if name not in self.h5:
@@ -272,6 +284,18 @@ def face_rows(h5: h5py.File) -> tuple[int, int] | None:
         return None
     video = h5[S.VIDEO_MASK][()]
     return int((h5[S.FACE_MASK][()] & video).sum()), int(video.sum())
+
+
+def import_names(h5: h5py.File) -> list[str]:
+    """The shard's ``--import`` streams, in name order."""
+    return sorted(h5[S.IMPORTS]) if S.IMPORTS in h5 else []
+
+
+def read_import(h5: h5py.File, name: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``[start, stop)`` of an import's values (n, D) float32 (NaN where masked) and mask (n,) bool."""
+    if S.import_mask(name) not in h5:
+        raise SchemaError(f"{h5.filename}: no import {name!r} (extracted without --import {name}=DIR)")
+    return h5[S.import_values(name)][start:stop], h5[S.import_mask(name)][start:stop]
 
 
 def read_faces(h5: h5py.File, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +45,10 @@ from mmemo.data.features_dir import (
 from mmemo.data.labels import LABELS_FILE, LabelTable, align
 from mmemo.data.layouts import load_labels
 from mmemo.data.shards import ShardWriter, read_attrs
-from mmemo.errors import MediaError, MmemoError, SchemaError
+from mmemo.errors import ConfigError, MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
 from mmemo.features.detector import DETECTOR_NAME, check_detector
+from mmemo.features.imports import ImportSpec, import_stream
 from mmemo.features.registry import check_features
 from mmemo.media.decode import Truncation
 from mmemo.media.files import MEDIA_SUFFIXES, ClipSource, discover
@@ -81,7 +82,8 @@ def _file_stamp(p: Path | None) -> tuple[int, float]:
     return st.st_size, st.st_mtime
 
 
-def clip_key(src: ClipSource, cfg: ExtractConfig, label_rows: pd.DataFrame | None) -> str:
+def clip_key(src: ClipSource, cfg: ExtractConfig, label_rows: pd.DataFrame | None,
+             imports: Sequence[ImportSpec] = ()) -> str:  # fmt: skip
     """What a shard is made from; equal keys mean the shard is up to date."""
     parts = {
         "schema": S.SCHEMA_VERSION,
@@ -90,7 +92,13 @@ def clip_key(src: ClipSource, cfg: ExtractConfig, label_rows: pd.DataFrame | Non
         "config": cfg.config_hash(),
         "labels": "" if label_rows is None else pd.util.hash_pandas_object(label_rows, index=False).sum().item(),
     }
+    if imports:  # each import's file (or its absence): a file added, changed or removed extracts the clip again
+        parts["imports"] = [(i.name, str(_import_file(i, src)), _file_stamp(_import_file(i, src))) for i in imports]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _import_file(spec: ImportSpec, src: ClipSource) -> Path | None:
+    return spec.file_for(src.clip_id, src.path.stem)
 
 
 def extract_clip(
@@ -103,12 +111,14 @@ def extract_clip(
     threads: int = 0,
     parent: int | None = None,
     strict: bool = False,
+    imports: Sequence[ImportSpec] = (),
 ) -> ClipRecord:
     """Decode, featurise and write one clip (runs in a worker process). Never raises for bad media.
 
     ``parent``: the pid of the `mmemo extract` that holds the directory's lock. A worker process whose parent has
     died (killed, out of memory, a lost SSH session) stops at once instead of writing into a directory that a new
-    run may own by now. ``strict``: a truncated source fails the clip (no shard is put in place).
+    run may own by now. ``strict``: a truncated source fails the clip (no shard is put in place). ``imports``: the
+    user's per-frame feature files (``--import``), put on the grid and stored under ``/imports/<name>``.
     """
     if parent is not None and parent != os.getpid():
         _exit_with_parent(parent)
@@ -146,6 +156,17 @@ def extract_clip(
             if dec.has_audio:
                 w.truncate_rows(S.AUDIO_FEATURES, T)
                 w.write(S.AUDIO_MASK, dec.audio_mask, np.bool_)
+            for spec in imports:
+                stream = import_stream(spec, src.clip_id, src.path.stem, T, cfg.fps)
+                if stream is None:  # no file: the stream is there, masked, and the clip says so
+                    names = " and ".join(f"{b}.csv|.npy" for b in dict.fromkeys((src.clip_id, src.path.stem)))
+                    dec.warnings.append(f"{src.clip_id}: no file for import {spec.name} in {spec.directory} "
+                                        f"(looked for {names}): its rows are masked")  # fmt: skip
+                    w.write_import(spec.name, spec.side, None, np.zeros(T, bool), [], "", "")
+                    continue
+                dec.warnings.extend(f"{src.clip_id}: {n}" for n in stream.notes)
+                w.write_import(spec.name, spec.side, stream.values, stream.mask, stream.columns, stream.kind,
+                               str(_import_file(spec, src)))  # fmt: skip
             label_kind = ""
             if labels is not None:
                 rows, kind, origin = labels
@@ -410,6 +431,7 @@ def extract_corpus(
     scheduler: str | None = None,
     progress: str | bool = "auto",
     strict: bool = False,
+    imports: Sequence[ImportSpec] = (),
     log: Callable[[str], None] = print,
 ) -> ExtractSummary:
     """Extract every clip of ``corpus_dir`` into ``out_dir``; see the module docstring.
@@ -426,6 +448,8 @@ def extract_corpus(
         progress: "auto", "bar", "lines" or "quiet" (True / False mean "auto" / "quiet").
         strict: a clip whose source is truncated fails (no shard, an older one removed) instead of being kept
             with a warning; this holds for clips kept from an earlier run too.
+        imports: per-frame feature files brought by the user (``--import NAME[:SIDE]=DIR``, mmemo.features.imports);
+            ``cfg.imports`` must list the same (name, side) pairs, in order.
 
     Raises:
         MmemoError: only when nothing can be done (no corpus, no media, unreadable label table, locked output).
@@ -437,6 +461,9 @@ def extract_corpus(
     if backend not in BACKENDS:
         raise MmemoError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     check_features(cfg.features)
+    if tuple((i.name, i.side) for i in imports) != tuple(cfg.imports):
+        raise ConfigError(f"imports {[(i.name, i.side) for i in imports]} do not match the configuration's "
+                          f"{list(cfg.imports)}")  # fmt: skip
     if cfg.faces:
         check_detector()  # a missing detector is one line before any work, not one failure per clip
     corpus = discover(corpus_path)
@@ -460,7 +487,7 @@ def extract_corpus(
         results, tasks, kept = [], [], []
         for src in corpus.clips:
             rows = label_rows[src.clip_id]
-            key = clip_key(src, cfg, rows)
+            key = clip_key(src, cfg, rows, imports)
             done = _up_to_date(src, corpus.root, out, key, strict)
             if done is not None:
                 kept.append(done)
@@ -472,7 +499,7 @@ def extract_corpus(
         # FFmpeg's decoder threads share the cores with the other workers (0 = FFmpeg picks, one per core).
         local_pool = backend == "loky" and jobs > 1
         threads = 0 if not local_pool else max(1, (os.cpu_count() or 1) // jobs)
-        tasks = [(*t, threads, os.getpid() if local_pool else None, strict) for t in tasks]
+        tasks = [(*t, threads, os.getpid() if local_pool else None, strict, tuple(imports)) for t in tasks]
 
         bar = Progress(len(tasks), {True: "auto", False: "quiet"}.get(progress, progress))
         pending = {t[0].clip_id: t for t in tasks}
@@ -497,7 +524,7 @@ def extract_corpus(
                 report(r)
         except BrokenExecutor as e:  # a worker process died (killed, out of memory): the pool is gone
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            for src, *_, key, _threads, _parent, _strict in pending.values():
+            for src, *_, key, _threads, _parent, _strict, _imports in pending.values():
                 # A clip whose worker finished its shard before the pool broke is done; the others failed.
                 done = _up_to_date(src, corpus.root, out, key, strict)
                 report(done or ClipRecord(src.clip_id, src.rel(corpus.root), "failed",
