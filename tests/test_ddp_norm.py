@@ -1,6 +1,7 @@
-"""The masked batch norm under DistributedDataParallel (issue 14): two real processes on gloo, each with half of a
-batch, give the outputs, input gradients, parameter gradients and running statistics of one process holding the
-whole batch, although their halves have different numbers of real (unpadded) rows."""
+"""The batch norms under DistributedDataParallel (issue 14): two real processes on gloo, each with half of a batch,
+give the outputs, input gradients, parameter gradients and running statistics of one process holding the whole
+batch: the fusion's masked batch norm (although the halves have different numbers of real, unpadded rows) and the
+frame CNN's BatchNorm2d (turned into GlobalBatchNorm2d on CPU ranks, where SyncBatchNorm refuses to run)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 from mmemo.model.multimodal import MaskedBatchNorm
+from mmemo.model.sync import global_batch_norms
 
 D = 6
 
@@ -67,3 +69,48 @@ def test_two_ranks_on_gloo_equal_one_process_on_the_whole_batch(tmp_path, monkey
     # without the reduction each rank normalises by its own half: not the same numbers
     alone = _run(MaskedBatchNorm(D), x[:2], mask[:2])
     assert not torch.allclose(alone["y"], whole["y"][:2], atol=1e-3)
+
+
+def _frames() -> torch.Tensor:
+    return torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1)) * 2 + 0.5
+
+
+def _run2d(norm: torch.nn.BatchNorm2d, x: torch.Tensor) -> dict:
+    x = x.clone().requires_grad_(True)
+    y = norm(x)
+    (y * torch.arange(1, 4).view(1, 3, 1, 1)).sum().backward()
+    return {"y": y.detach(), "gx": x.grad, "gw": norm.weight.grad, "gb": norm.bias.grad,
+            "mean": norm.running_mean.clone(), "var": norm.running_var.clone()}  # fmt: skip
+
+
+def _rank2d(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    net = global_batch_norms(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
+    got = _run2d(net[0], _frames()[2 * rank : 2 * rank + 2])
+    for k in ("gw", "gb"):
+        dist.all_reduce(got[k])
+    torch.save(got, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_the_frame_cnns_batch_norm_takes_the_global_batch_on_gloo(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "rank")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
+    mp.start_processes(_rank2d, args=(port, out), nprocs=2, join=True, start_method="spawn")
+    whole = _run2d(torch.nn.BatchNorm2d(3), _frames())
+    parts = [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
+    torch.testing.assert_close(torch.cat([p["y"] for p in parts]), whole["y"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([p["gx"] for p in parts]), whole["gx"], rtol=1e-4, atol=1e-5)
+    for k in ("gw", "gb", "mean", "var"):
+        for p in parts:
+            torch.testing.assert_close(p[k], whole[k], rtol=1e-5, atol=1e-5, msg=k)
+    # without a process group it is BatchNorm2d itself, and its state dict is unchanged by the conversion
+    plain = torch.nn.Sequential(torch.nn.BatchNorm2d(3))
+    converted = global_batch_norms(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
+    assert list(plain.state_dict()) == list(converted.state_dict())
+    torch.testing.assert_close(converted(_frames()), plain(_frames()))

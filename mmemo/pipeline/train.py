@@ -54,6 +54,7 @@ from mmemo.model.checkpoint import (
 )
 from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MaskedBatchNorm, MultiModalTransformer
+from mmemo.model.sync import global_batch_norms
 from mmemo.pipeline.metrics import ccc, evaluate, is_constant
 from mmemo.provenance import package_versions
 
@@ -308,6 +309,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             if self.device.type == "cuda":  # the frame CNN's batch norms over the global batch (NCCL only)
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            else:  # gloo: the same statistics through mmemo's all-reduce (SyncBatchNorm refuses CPU tensors)
+                global_batch_norms(self.model)
             for m in self.model.modules():  # the fusion's masked batch norm: any backend, gloo included
                 if isinstance(m, MaskedBatchNorm):
                     m.sync = True
