@@ -18,11 +18,13 @@ from mmemo import __version__
 from mmemo.config import (
     ASPECT_POLICIES,
     BACKENDS,
+    ENGINES,
     EXPORT_FORMATS,
     GOLD_METHODS,
     LABEL_FORMATS,
     LOSSES,
     PROGRESS_MODES,
+    QUANTIZE_MODES,
     TARGETS,
     VISUAL_INPUTS,
     ExtractConfig,
@@ -447,9 +449,14 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
 )  # fmt: skip
 @click.option("--input-format", help="--stream: FFmpeg input format (v4l2, avfoundation, dshow, mpegts, ...).")
 @click.option("--input-option", multiple=True, metavar="KEY=VALUE", help="--stream: FFmpeg input option (repeatable).")
+@click.option(
+    "--engine", type=click.Choice(ENGINES), default="torch", show_default=True,
+    help="torch: the checkpoint's PyTorch model; pt2, onnx, onnx-int8, torchscript: the run's file of `mmemo export` "
+    "(best.pt2, best.onnx, best.int8.onnx, best.torchscript.pt, read with its sidecar JSON, no checkpoint).",
+)  # fmt: skip
 def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path | None, fmt: str,
             plot: Path | None, html_out: Path | None, source: str | None, realtime: bool, every_hop: bool, hop: float,
-            context: float, input_format: str | None, input_option: tuple[str, ...]) -> None:  # fmt: skip
+            context: float, input_format: str | None, input_option: tuple[str, ...], engine: str) -> None:  # fmt: skip
     """Valence and arousal, 25 rows per second, for each CLIP (a media file or a directory of them).
 
     With --stream SOURCE: one line per hop (CSV or JSON lines) on standard output, as the source plays: media
@@ -457,7 +464,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
     output never falls further and further behind. Exit code 1 when any clip failed (the others are still
     predicted and written) or the stream broke.
     """
-    from mmemo.pipeline.predict import format_prediction, load_run, output_names, plot_prediction, predict_clip
+    from mmemo.pipeline.predict import format_prediction, open_run, output_names, plot_prediction, predict_clip
 
     if source is not None:
         if clips:
@@ -468,7 +475,8 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
                 raise click.UsageError(f"--input-option {kv!r}: expected KEY=VALUE")
             k, v = kv.split("=", 1)
             options[k] = v
-        _predict_stream(run_dir, checkpoint, source, fmt, realtime, every_hop, hop, context, input_format, options)
+        _predict_stream(run_dir, checkpoint, source, fmt, realtime, every_hop, hop, context, input_format, options,
+                        engine)  # fmt: skip
         return
     if not clips:
         raise click.UsageError("give at least one CLIP, or --stream SOURCE")
@@ -480,7 +488,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
         raise click.UsageError("--plot FILE.png is for one clip; give a directory to get one PNG per clip")
     if html_out is not None and len(sources) > 1 and html_out.suffix:
         raise click.UsageError("--html FILE.html is for one clip; give a directory to get one page per clip")
-    run = load_run(run_dir, checkpoint)
+    run = open_run(run_dir, checkpoint, engine)
     failed = 0
     for path, audio_path, name in sources:
         try:
@@ -518,8 +526,8 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
 
 
 def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realtime: bool, every_hop: bool, hop: float,
-                    context: float, input_format: str | None, options: dict) -> None:  # fmt: skip
-    from mmemo.pipeline.predict import load_run
+                    context: float, input_format: str | None, options: dict, engine: str) -> None:  # fmt: skip
+    from mmemo.pipeline.predict import open_run
     from mmemo.pipeline.stream import stream_predict
 
     def emit(p) -> None:
@@ -531,7 +539,7 @@ def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realt
             _err(f"note: the machine is behind; dropped {p.dropped} prediction(s) before {p.time:.2f} s")
         sys.stdout.flush()
 
-    run = load_run(run_dir, checkpoint)
+    run = open_run(run_dir, checkpoint, engine)
     if fmt == "csv":
         click.echo("time,valence,arousal,latency_s")
     try:
@@ -609,26 +617,52 @@ def report(run_dir: Path, features_dir: Path | None, checkpoint: str, out_dir: P
 
 @main.command(name="export")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True,
+    help="pt2: torch.export (torch.export.load); onnx: onnxruntime, and int8; torchscript: for old deployments.",
+)  # fmt: skip
+@click.option(
+    "--quantize", type=click.Choice(QUANTIZE_MODES),
+    help="onnx: int8 weights for the linear and attention layers (onnxruntime dynamic quantisation), measured "
+    "against the float model on the run's validation clips (needs --features).",
+)  # fmt: skip
+@click.option(
+    "--features", "features_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="--quantize: the features directory the run was trained on (its validation clips measure the int8 model).",
+)  # fmt: skip
+@click.option(
+    "--force", is_flag=True,
+    help="--quantize: write the int8 model even if it loses more than 0.02 of validation mean CCC.",
+)  # fmt: skip
 @_checkpoint
 @click.option(
     "--out", "-o", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-    help="File to write (default RUN_DIR/best.torchscript.pt or RUN_DIR/best.onnx); a sidecar JSON goes beside it.",
+    help="File to write (default RUN_DIR/best.pt2, best.onnx, best.int8.onnx or best.torchscript.pt); a sidecar "
+    "JSON goes beside it.",
 )  # fmt: skip
-def export_cmd(run_dir: Path, fmt: str, checkpoint: str, out_path: Path | None) -> None:
-    """Write the run's model as a standalone TorchScript or ONNX file that runs without mmemo.
+def export_cmd(run_dir: Path, fmt: str, quantize: str | None, features_dir: Path | None, force: bool,
+               checkpoint: str, out_path: Path | None) -> None:  # fmt: skip
+    """Write the run's model as a standalone file that runs without mmemo: a torch.export program (pt2, the
+    default), ONNX (float or --quantize int8) or TorchScript.
 
     The file takes raw features and uint8 frames (standardisation is inside); the sidecar JSON lists its inputs,
-    the feature order and the extraction settings. The export is loaded back and checked against PyTorch
-    (max abs difference < 1e-4) before it is put in place.
+    the feature order and the extraction settings. A float export is loaded back and checked against PyTorch
+    (max abs difference < 1e-4) before it is put in place; an int8 model is measured against the float one on the
+    run's validation clips and refused if it loses more than 0.02 of validation mean CCC (unless --force).
+    `mmemo predict --engine` runs the file.
     """
     from mmemo.pipeline.export import export_run, sidecar_path
 
-    path = export_run(run_dir, out_path, fmt, checkpoint)
+    path = export_run(run_dir, out_path, fmt, checkpoint, quantize=quantize, features_dir=features_dir, force=force,
+                      log=_err)  # fmt: skip
     meta = json.loads(sidecar_path(path).read_text())
     diff = (meta.get("check") or {}).get("max_abs_diff")
-    checked = f"; max abs difference from PyTorch {diff:.2e}" if diff is not None else "; not checked"
+    of = " (float model)" if quantize else ""
+    checked = f"; max abs difference from PyTorch{of} {diff:.2e}" if diff is not None else "; not checked"
     click.echo(f"{path} ({path.stat().st_size / 2**20:.1f} MiB){checked}")
+    if (meta.get("agreement") or {}).get("forced"):
+        _err(f"warning: written with --force although it loses {-meta['agreement']['val_ccc_change']:.4f} of "
+             "validation mean CCC")  # fmt: skip
     click.echo(f"inputs and settings: {sidecar_path(path)}")
 
 

@@ -21,7 +21,12 @@ PROGRESS_MODES = ("auto", "bar", "lines")  # a live bar (terminals) or a line ev
 # Label layouts (mmemo.data.layouts, docs/labels.md) and how several raters' traces become one gold standard.
 LABEL_FORMATS = ("auto", "csv", "dimtables", "multirater", "affwild", "avec2019", "muse", "cremad", "ravdess")
 GOLD_METHODS = ("mean", "ewe")
-EXPORT_FORMATS = ("torchscript", "onnx")  # `mmemo export` (mmemo.pipeline.export)
+# `mmemo export` (mmemo.pipeline.export): torch.export's ExportedProgram first (the format the next PyTorch still
+# loads), ONNX for onnxruntime (and int8), TorchScript last (deprecated upstream; kept for old deployments).
+EXPORT_FORMATS = ("pt2", "onnx", "torchscript")
+QUANTIZE_MODES = ("int8",)  # `mmemo export --format onnx --quantize int8` (onnxruntime's quantisation tools)
+# What `mmemo predict --engine` runs: the PyTorch model of the checkpoint, or one of the run's exported files.
+ENGINES = ("torch", "pt2", "onnx", "onnx-int8", "torchscript")
 # The audio features `mmemo extract` computes unless told otherwise: every librosa-based one registered in
 # mmemo.features.audio, in registry order; openSMILE's sets (egemaps, compare: an optional extra) are asked for
 # with --features +egemaps.

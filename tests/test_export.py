@@ -1,6 +1,7 @@
-"""`mmemo export`: TorchScript and ONNX files that match the PyTorch model (max abs difference < 1e-4) for
-audio-only, video-only and audio+video models, at several batch sizes and lengths, with padding and masked rows,
-loaded without mmemo; the sidecar JSON; one-line errors."""
+"""`mmemo export`: torch.export programs (pt2, the default), ONNX and TorchScript files that match the PyTorch model
+(max abs difference < 1e-4) for audio-only, video-only and audio+video models, at several batch sizes and lengths
+(one row included), with padding and masked rows, loaded without mmemo; the sidecar JSON; one-line errors. The
+int8 model and the engines of `mmemo predict` are in test_engines.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -21,12 +23,10 @@ from mmemo.pipeline import export as E
 from mmemo.pipeline.export import export_run, sidecar_path
 from mmemo.pipeline.predict import load_run
 
-# torch 2.13 marks torch.jit deprecated; a user of the file calls torch.jit.load all the same
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 TOL = 1e-4
 KINDS = {"audio+video": (True, True), "audio": (True, False), "video": (False, True)}
 ECFG = ExtractConfig(features=("rms", "zcr", "mfcc"), n_mfcc=4)  # 1 + 1 + 4 = 6 audio columns
-SIZES = [(2, 23), (3, 50)]  # (batch, time): two lengths, one past the model's max_seq_len of 40
+SIZES = [(2, 23), (3, 50), (1, 1)]  # (batch, time): one past the model's max_seq_len of 40, and a single row
 
 
 def make_run(run_dir, audio: bool, video: bool, seed: int = 0):
@@ -84,19 +84,31 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def pt2(runs):
+    """Each run exported in the default format (torch.export) at the default place."""
+    return {kind: export_run(run_dir) for kind, run_dir in runs.items()}
+
+
+@pytest.fixture(scope="module")
 def torchscript(runs):
-    """Each run exported to TorchScript at the default place."""
+    """Each run exported to TorchScript (still offered, for deployments that load TorchScript)."""
     return {kind: export_run(run_dir, fmt="torchscript") for kind, run_dir in runs.items()}
 
 
-# A fresh interpreter that cannot import mmemo (sys.modules entry None) and runs every file on every input set.
+# A fresh interpreter that cannot import mmemo (sys.modules entry None) and runs every file on every input set,
+# loading it the way the sidecar's "load" says. (torch.jit.load warns that TorchScript is deprecated: -I ignores
+# nothing, so the warning is filtered here, as a user of an old deployment would.)
 STANDALONE = textwrap.dedent("""
-    import sys
+    import sys, warnings
     sys.modules["mmemo"] = None  # any `import mmemo` now fails
     import json, numpy as np, torch
+    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
     jobs = json.loads(sys.argv[1])
     for model_file, in_file, out_file in jobs:
-        m = torch.jit.load(model_file).eval()
+        if model_file.endswith(".pt2"):
+            m = torch.export.load(model_file).module()
+        else:
+            m = torch.jit.load(model_file).eval()
         x = np.load(in_file)
         with torch.no_grad():
             y = m(*[torch.from_numpy(x[k]) for k in x.files])
@@ -106,13 +118,15 @@ STANDALONE = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_torchscript_matches_pytorch_without_mmemo(runs, torchscript, tmp_path):
-    """Each kind of model, exported to TorchScript, gives PyTorch's numbers in a process without mmemo, at two
-    lengths and batch sizes, with padding and masked rows."""
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
+def test_export_matches_pytorch_without_mmemo(runs, fmt, request, tmp_path):
+    """Each kind of model, exported as a torch.export program (and as TorchScript), gives PyTorch's numbers in a
+    process without mmemo, at three lengths (one row) and batch sizes, with padding and masked rows."""
+    files = request.getfixturevalue(fmt)
     jobs, expected = [], []
     for kind, run_dir in runs.items():
-        path = torchscript[kind]
-        assert path == run_dir / "best.torchscript.pt"
+        path = files[kind]
+        assert path == run_dir / ("best.pt2" if fmt == "pt2" else "best.torchscript.pt")
         for k, (B, T) in enumerate(SIZES):
             x = inputs(*KINDS[kind], B, T, seed=k)
             np.savez(tmp_path / f"{kind}{k}.npz", **x)  # keeps the argument order
@@ -130,7 +144,7 @@ def test_torchscript_matches_pytorch_without_mmemo(runs, torchscript, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_onnx_matches_pytorch(runs, kind, tmp_path):
-    """ONNX (dynamic batch and time axes) in onnxruntime gives PyTorch's numbers at two lengths."""
+    """ONNX (dynamic batch and time axes) in onnxruntime gives PyTorch's numbers at three lengths."""
     ort = pytest.importorskip("onnxruntime")
     if E.missing_onnx_packages():
         pytest.skip(f"ONNX export needs {E.missing_onnx_packages()}")
@@ -151,12 +165,13 @@ def _ort_type(dtype: str) -> str:
     return {"float32": "float", "uint8": "uint8", "bool": "bool"}[dtype]
 
 
-def test_sidecar_tells_how_to_feed_the_file(runs, torchscript):
+def test_sidecar_tells_how_to_feed_the_file(runs, pt2):
     """Input names, shapes and dtypes follow the exported signature; features, statistics, grid and configs."""
-    run_dir, path = runs["audio+video"], torchscript["audio+video"]
+    run_dir, path = runs["audio+video"], pt2["audio+video"]
     meta = json.loads(sidecar_path(path).read_text())
-    assert sidecar_path(path).name == "best.torchscript.pt.json"
-    assert meta["format"] == "torchscript" and meta["file"] == path.name and meta["mmemo_version"] == "0.1.0"
+    assert sidecar_path(path).name == "best.pt2.json"
+    assert (meta["format"], meta["quantize"], meta["visual"]) == ("pt2", None, "frames")
+    assert meta["file"] == path.name and meta["mmemo_version"] == "0.1.0"
     assert [(i["name"], i["dtype"], i["shape"]) for i in meta["inputs"]] == [
         ("audio", "float32", ["batch", "time", 6]), ("frames", "uint8", ["batch", "time", 8, 8, 3]),
         ("pad_mask", "bool", ["batch", "time"]), ("audio_mask", "bool", ["batch", "time"]),
@@ -171,15 +186,30 @@ def test_sidecar_tells_how_to_feed_the_file(runs, torchscript):
     assert ModelConfig.from_dict(meta["model_config"]) == run.model_cfg
     assert meta["checkpoint"] == {"file": "best.pt", "epoch": 3, "run_best_val_mean_ccc": 0.5}
     assert meta["check"]["max_abs_diff"] < TOL
-    # the same record travels inside the TorchScript file, and the scripted forward has the documented arguments
+    # the same record travels inside the file, and the program takes the documented arguments
     extra = {"mmemo.json": ""}
-    m = torch.jit.load(str(path), _extra_files=extra)
+    program = torch.export.load(str(path), extra_files=extra)
     assert json.loads(extra["mmemo.json"])["inputs"] == meta["inputs"]
-    assert [a.name for a in m.forward.schema.arguments][1:] == [i["name"] for i in meta["inputs"]]
+    assert [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"] == [
+        i["name"] for i in meta["inputs"]
+    ]
     for kind in ("audio", "video"):
-        names = [i["name"] for i in json.loads(sidecar_path(torchscript[kind]).read_text())["inputs"]]
+        names = [i["name"] for i in json.loads(sidecar_path(pt2[kind]).read_text())["inputs"]]
         assert names == (["audio", "pad_mask", "audio_mask"] if kind == "audio" else ["frames", "pad_mask",
                                                                                        "video_mask"])  # fmt: skip
+
+
+def test_torchscript_sidecar_and_record(runs, torchscript):
+    """TorchScript still carries its record and the documented argument names (old deployments)."""
+    path = torchscript["audio+video"]
+    meta = json.loads(sidecar_path(path).read_text())
+    assert (sidecar_path(path).name, meta["format"]) == ("best.torchscript.pt.json", "torchscript")
+    extra = {"mmemo.json": ""}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+        m = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra["mmemo.json"])["inputs"] == meta["inputs"]
+    assert [a.name for a in m.forward.schema.arguments][1:] == [i["name"] for i in meta["inputs"]]
 
 
 def test_errors_are_one_line(runs, tmp_path, monkeypatch):
@@ -188,6 +218,9 @@ def test_errors_are_one_line(runs, tmp_path, monkeypatch):
         (lambda: export_run(tmp_path / "nope"), "no such run directory"),
         (lambda: export_run(runs["audio"], checkpoint="last.pt"), "last.pt: no such checkpoint"),
         (lambda: export_run(runs["audio"], fmt="tflite"), "unknown export format 'tflite'"),
+        (lambda: export_run(runs["audio"], fmt="pt2", quantize="int8"), "--quantize int8 is for --format onnx"),
+        (lambda: export_run(runs["audio"], fmt="onnx", quantize="int8"), "give --features FEATURES_DIR"),
+        (lambda: export_run(runs["audio"], fmt="onnx", quantize="int4"), "unknown quantisation 'int4'"),
     ]
     for call, message in cases:
         with pytest.raises(MmemoError, match=message) as e:
@@ -202,5 +235,5 @@ def test_a_failed_check_leaves_no_file(runs, tmp_path, monkeypatch):
     """An export that does not match PyTorch is refused, and neither it nor its partial file is left behind."""
     monkeypatch.setattr(E, "load_exported", lambda path, fmt: lambda x: np.full((*x["pad_mask"].shape, 2), 9.0))
     with pytest.raises(MmemoError, match="differs from the PyTorch model"):
-        export_run(runs["audio"], tmp_path / "m.pt")
+        export_run(runs["audio"], tmp_path / "m.pt2")
     assert list(tmp_path.iterdir()) == []

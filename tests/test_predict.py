@@ -256,22 +256,24 @@ def test_stream_cli_lines_and_a_broken_source(demo, small_run, tmp_path):
     assert r.exit_code == 1 and "bad.mp4" in r.output and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_export_cli_writes_a_checked_torchscript_file(demo_features, small_run, tmp_path):
-    """`mmemo export` -> a TorchScript file whose output on a clip's inputs is the run's, and its sidecar."""
+def test_export_cli_writes_a_checked_pt2_file(demo_features, small_run, tmp_path):
+    """`mmemo export` -> a torch.export program (the default format) whose output on a clip's inputs is the run's,
+    and its sidecar."""
     import torch
 
-    out = tmp_path / "m.pt"
+    out = tmp_path / "m.pt2"
     r = CliRunner().invoke(main, ["export", str(small_run), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "max abs difference from PyTorch" in r.output and out.exists()
-    meta = json.loads((tmp_path / "m.pt.json").read_text())
+    meta = json.loads((tmp_path / "m.pt2.json").read_text())
     run = load_run(small_run)
     clip = read_clip(demo_features / "shards/speaker1/clip01.h5")
     x = np.concatenate([clip.features[f["name"]] for f in meta["features"]], axis=1)[None, :40]
     frames = pool_frames(clip.frames[:40], run.model_cfg.video_size)[None]
     ones = torch.ones(1, 40, dtype=torch.bool)
     with torch.no_grad():
-        y = torch.jit.load(str(out))(torch.from_numpy(x), torch.from_numpy(frames), ones, ones, ones).numpy()[0]
+        y = torch.export.load(str(out)).module()(torch.from_numpy(x), torch.from_numpy(frames), ones, ones, ones)
+    y = y.numpy()[0]
     expected = infer(run, ((x[0] - run.mean) / run.std).astype(np.float32), frames[0], np.ones(40, bool),
                      np.ones(40, bool))  # fmt: skip
     np.testing.assert_allclose(y, expected, atol=1e-4)

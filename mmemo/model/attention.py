@@ -20,6 +20,10 @@ class MultiHeadAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
         self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        # The mask as additive 0 / -inf instead of bool: the same attention (PyTorch turns a bool mask into that),
+        # but ONNX's translation of a bool mask also scans every (T x S) weight for NaN, a quarter of onnxruntime's
+        # time on a 1000-row window. Off in PyTorch; the ONNX export turns it on (mmemo.pipeline.export).
+        self.additive_mask = False
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
@@ -42,6 +46,8 @@ class MultiHeadAttention(nn.Module):
             # Rows without any real key would softmax over nothing: let them see everything, then zero them.
             keep = key_padding_mask | ~any_key[:, None]
             attn_mask = keep[:, None, None, :]  # (B, 1, 1, S), True = attend
+            if self.additive_mask:
+                attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(~attn_mask, float("-inf"))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, T, Dh)

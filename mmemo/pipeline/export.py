@@ -1,7 +1,14 @@
-"""`mmemo export`: a trained run -> one standalone model file (TorchScript or ONNX) + a sidecar JSON.
+"""`mmemo export`: a trained run -> one standalone model file + a sidecar JSON (``<file>.json``).
 
-The file runs without mmemo: ``torch.jit.load(path)`` for TorchScript, ``onnxruntime.InferenceSession(path)`` for
-ONNX. None inputs do not export, so the exported module takes only the modalities the model has, in this order::
+Formats, and what loads each without mmemo:
+
+- ``pt2`` (default): a ``torch.export`` ExportedProgram, ``torch.export.load(path).module()(*inputs)``; the
+  format PyTorch keeps loading (TorchScript is deprecated upstream).
+- ``onnx``: ``onnxruntime.InferenceSession(path).run(None, inputs)``; with ``quantize="int8"`` the linear layers
+  get int8 weights (onnxruntime's dynamic quantisation, ``quantize_int8``).
+- ``torchscript``: ``torch.jit.load(path)``, for deployments that still load TorchScript.
+
+None inputs do not export, so the exported module takes only the modalities the model has, in this order::
 
     audio (B, T, D) float32   raw audio features (NOT standardised: the run's mean/std are applied inside),
                               columns = the features of the sidecar's "features", in that order
@@ -12,19 +19,23 @@ ONNX. None inputs do not export, so the exported module takes only the modalitie
     video_mask (B, T) bool    True = the row has a frame   (only with video)
     -> valence_arousal (B, T, 2) float32
 
-Any batch size and any T work; the model was trained on windows of up to ``max_seq_len`` rows, so longer clips
-should be cut into windows as `mmemo predict` does. Rows with a False mask must still hold finite values (zeros).
+Any batch size and any T >= 1 work; the model was trained on windows of up to ``max_seq_len`` rows, so longer
+clips should be cut into windows as `mmemo predict` does. Rows with a False mask must still hold finite values.
 
-TorchScript is ``torch.jit.script`` of the model's own forward (the same branches as PyTorch: the frame CNN runs
-on present frames only). ONNX comes from ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript), which
-cannot follow data-dependent branches; its wrapper embeds every row and zeroes the absent ones
-(``MultiModalTransformer.encode`` does the rest), which is the same function. Before the file is put in place it
-is loaded back and compared with the PyTorch model on random inputs; the largest difference is in the sidecar.
+TorchScript is ``torch.jit.script`` of the model's own forward (the frame CNN on present frames only). pt2 and ONNX
+go through ``torch.export``, which cannot follow data-dependent branches: their wrapper embeds every row and zeroes
+the absent ones (``MultiModalTransformer.encode`` does the rest), which is the same function. Every float export
+is loaded back and compared with the PyTorch model on random inputs (padding, masked rows, a one-row window)
+before it is put in place: the largest difference must stay below 1e-4 and is in the sidecar. An int8 model is
+measured against the float one on the run's validation clips (``agreement``) and refused when its validation mean
+CCC drops by more than ``MAX_CCC_DROP`` (unless forced); the figures are in its sidecar.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -38,26 +49,91 @@ import torch
 from torch import nn
 
 from mmemo import __version__, atomic
-from mmemo.config import EXPORT_FORMATS
+from mmemo.config import EXPORT_FORMATS, QUANTIZE_MODES
+from mmemo.data.features_dir import load_corpus
+from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
 from mmemo.features.registry import feature_dims
-from mmemo.model.multimodal import MultiModalTransformer
-from mmemo.pipeline.predict import load_run
+from mmemo.model.attention import MultiHeadAttention
+from mmemo.model.multimodal import FrameEncoder, MultiModalTransformer
+from mmemo.pipeline.evaluate import check_compatible, predict_shard
+from mmemo.pipeline.metrics import ccc, evaluate
+from mmemo.pipeline.predict import OUTPUT_NAME, Run, exported_path, load_exported, load_run, sidecar_path
 
-TOLERANCE = 1e-4  # largest absolute difference from the PyTorch model an export may show
-OUTPUT_NAME = "valence_arousal"
-CHECK_SIZES = ((2, 37), (1, 8))  # (batch, time) of the inputs an export is checked on
+TOLERANCE = 1e-4  # largest absolute difference from the PyTorch model a float export may show
+MAX_CCC_DROP = 0.02  # largest loss of validation mean CCC an int8 model may show (unless --force)
+CHECK_SIZES = ((2, 37), (1, 8), (3, 1))  # (batch, time) of the inputs an export is checked on (one-row windows too)
+# What dynamic int8 quantisation rewrites: MatMul covers every linear layer (the attention projections, the
+# feed-forward layers, the fusion and the head; the exporter writes a linear layer on (B, T, D) as MatMul + Add)
+# and Gemm the 2-D ones (the frame CNN's projection). Both operands of the attention products themselves are
+# activations: quantising them too (MatMulConstBOnly off) was measured (benchmarks/export.py) and is not done.
+INT8_OPS = ("MatMul", "Gemm")
 ONNX_PACKAGES = ("onnx", "onnxscript")  # what torch.onnx.export(dynamo=True) needs; onnxruntime runs the file
 
 
 # ------------------------------------------------------------------------------------------------- the modules
-class _Exported(nn.Module):
-    """The model with its input preparation baked in: feature standardisation and uint8 frames -> [0, 1]."""
+class _FlatFrames(nn.Module):
+    """The frame CNN on every row: (B, T, s, s, 3) -> (B*T, s, s, 3) -> CNN -> (B, T, H). For TorchScript and
+    ONNX, whose runtimes take any shape at a reshape."""
 
-    def __init__(self, model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, dense: bool) -> None:
+    def __init__(self, encoder: FrameEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        B, T, s = f.shape[0], f.shape[1], f.shape[2]
+        return self.encoder(f.reshape(B * T, s, s, 3)).reshape(B, T, -1)  # (B, T, H)
+
+
+class _Depth1Frames(nn.Module):
+    """The frame CNN on every row as depth-1 3-D convolutions over (B, 3, T, s, s), with the same weights.
+
+    Why: ``torch.export`` reasons about a (B, T) -> (B*T) reshape symbolically and guards on T != 1 (it cannot
+    tell B*T from B otherwise), so the program would refuse a one-row window. A (1, 3, 3) kernel with stride
+    (1, 2, 2) over time is the 2-D CNN applied to each row (equal to 1e-7), and no reshape mixes B and T.
+    """
+
+    def __init__(self, encoder: FrameEncoder) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for m in encoder.convs:
+            if isinstance(m, nn.Conv2d):
+                conv = nn.Conv3d(m.in_channels, m.out_channels, (1, *m.kernel_size), (1, *m.stride), (0, *m.padding))
+                conv.weight.data.copy_(m.weight.data[:, :, None])  # (out, in, 1, k, k)
+                conv.bias.data.copy_(m.bias.data)
+                layers.append(conv)
+            elif isinstance(m, nn.BatchNorm2d):
+                bn = nn.BatchNorm3d(m.num_features, eps=m.eps)
+                bn.load_state_dict(m.state_dict())
+                layers.append(bn)
+            else:
+                layers.append(m)  # the activation
+        self.convs = nn.Sequential(*layers)
+        # a copy, not the shared module: torch.export.save (2.13) fails on a parameter held under two names
+        self.proj = copy.deepcopy(encoder.proj)
+        self.register_buffer("mean", encoder.mean.clone().view(1, 3, 1, 1, 1))
+        self.register_buffer("std", encoder.std.clone().view(1, 3, 1, 1, 1))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        x = f.permute(0, 4, 1, 2, 3)  # (B, 3, T, s, s)
+        x = self.convs((x - self.mean) / self.std).mean(dim=(3, 4))  # (B, C, T)
+        return self.proj(x.transpose(1, 2))  # (B, T, H)
+
+
+class _Exported(nn.Module):
+    """The model with its input preparation baked in: feature standardisation and uint8 frames -> [0, 1].
+
+    ``graph``: "branches" runs the model's own forward (the frame CNN on present frames only: TorchScript);
+    "dense" embeds every row and zeroes the absent ones, without data-dependent branches (ONNX); "depth1" is dense
+    with the frame CNN as depth-1 3-D convolutions (torch.export, see ``_Depth1Frames``). All are the same function.
+    """
+
+    def __init__(self, model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, graph: str) -> None:
         super().__init__()
         self.model = model
-        self.dense = dense
+        self.dense = graph != "branches"
+        enc = model.frame_encoder
+        self.frames_fn = None if enc is None else _Depth1Frames(enc) if graph == "depth1" else _FlatFrames(enc)
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean, np.float32)))
         self.register_buffer("std", torch.as_tensor(np.asarray(std, np.float32)))
 
@@ -97,10 +173,9 @@ class _Exported(nn.Module):
         if x is not None and audio_mask is not None and self.model.audio_in is not None:
             audio_ok = pad_mask & audio_mask
             a = self.model.audio_in(x) * audio_ok[..., None]  # (B, T, H)
-        if f is not None and video_mask is not None and self.model.frame_encoder is not None:
+        if f is not None and video_mask is not None and self.frames_fn is not None:
             video_ok = pad_mask & video_mask
-            s = f.shape[2]
-            v = self.model.frame_encoder(f.reshape(B * T, s, s, 3)).reshape(B, T, H) * video_ok[..., None]
+            v = self.frames_fn(f) * video_ok[..., None]  # (B, T, H)
         return self.model.encode(a, v, audio_ok, video_ok, pad_mask)
 
 
@@ -132,13 +207,22 @@ def input_names(has_audio: bool, has_video: bool) -> list[str]:
     return names + (["audio_mask"] if has_audio else []) + (["video_mask"] if has_video else [])
 
 
-def wrap(model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, dense: bool = False) -> _Exported:
-    """The exportable module for ``model`` (eval mode, float32, CPU): its signature follows its modalities."""
+GRAPHS = {"torchscript": "branches", "onnx": "dense", "pt2": "depth1"}  # export format -> _Exported's graph
+
+
+def wrap(model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, graph: str = "branches") -> _Exported:
+    """The exportable module for ``model`` (eval mode, float32, CPU): its signature follows its modalities;
+    ``graph`` as in ``_Exported`` (``GRAPHS`` gives each format's)."""
     has_audio, has_video = model.audio_in is not None, model.frame_encoder is not None
+    if graph == "dense":  # ONNX: attention masks as additive 0 / -inf (MultiHeadAttention.additive_mask), on a copy
+        model = copy.deepcopy(model)
+        for m in model.modules():
+            if isinstance(m, MultiHeadAttention):
+                m.additive_mask = True
     cls = AudioVideoModel if has_audio and has_video else AudioModel if has_audio else VideoModel
-    if not has_audio:
-        mean, std = np.zeros(0, np.float32), np.ones(0, np.float32)
-    return cls(model, mean, std, dense).float().cpu().eval()
+    if not has_audio:  # unused; one element, as torch.export.save (2.13) fails on empty buffers
+        mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
+    return cls(model, mean, std, graph).float().cpu().eval()
 
 
 def example_inputs(module: _Exported, B: int, T: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -162,6 +246,19 @@ def example_inputs(module: _Exported, B: int, T: int, *, seed: int = 0) -> dict[
 def missing_onnx_packages() -> list[str]:
     """Which of the packages ONNX export needs are not installed."""
     return [p for p in ONNX_PACKAGES if importlib.util.find_spec(p) is None]
+
+
+def _pt2(module: _Exported, path: Path, meta: str) -> None:
+    """``torch.export`` with dynamic batch and time axes, saved with the sidecar record inside."""
+    example = example_inputs(module, 2, 16)
+    # A one-row window must work (a short live context, a 40-ms clip): min=1; the upper bounds are only what
+    # torch.export needs to reason about sizes, far above a window (max_seq_len rows) or a batch of them.
+    batch, time_ = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("time", min=1, max=2**20)
+    shapes = {name: {0: batch, 1: time_} for name in example}
+    with torch.no_grad():
+        program = torch.export.export(module, tuple(example.values()), dynamic_shapes=shapes, strict=False)
+    with open(path, "wb") as f:  # a file object: torch.export warns about a name not ending in .pt2 (.partial)
+        torch.export.save(program, f, extra_files={"mmemo.json": meta})
 
 
 def _torchscript(module: _Exported, path: Path, meta: str) -> None:
@@ -194,22 +291,39 @@ def _onnx(module: _Exported, path: Path, meta: str) -> None:
     program.save(str(path), external_data=False)
 
 
-def load_exported(path: Path, fmt: str):
-    """The exported file loaded the way a user would: a function of the input dict -> (B, T, 2) numpy."""
-    if fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
-            module = torch.jit.load(str(path)).eval()
+EXPORTERS = {"pt2": _pt2, "onnx": _onnx, "torchscript": _torchscript}
 
-        def run(inputs: dict[str, torch.Tensor]) -> np.ndarray:
-            with torch.no_grad():
-                return module(*inputs.values()).numpy()
 
-        return run
-    import onnxruntime as ort
+def quantize_int8(float_path: Path, out_path: Path, meta: str) -> dict:
+    """onnxruntime's dynamic quantisation of a float ONNX file: int8 weights (per output channel) for the linear
+    layers (``INT8_OPS``), activations quantised per call from their own range, so no calibration data is needed.
+    Returns how it was made (for the sidecar)."""
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda inputs: sess.run([OUTPUT_NAME], {k: v.numpy() for k, v in inputs.items()})[0]
+    options = {"MatMulConstBOnly": True}
+    # The tool logs a suggestion to run its pre-processing (shape inference and graph optimisation) on the root
+    # logger; on these models it changed no node that gets quantised and no timing (measured), so it is not run.
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.WARNING))
+    try:  # per-channel weights keep small output channels from being flattened by a large one
+        quantize_dynamic(float_path, out_path, op_types_to_quantize=list(INT8_OPS), per_channel=True,
+                         reduce_range=False, weight_type=QuantType.QInt8, extra_options=options)  # fmt: skip
+    finally:
+        logging.disable(before)
+    model = onnx.load(str(out_path))
+    del model.metadata_props[:]
+    model.metadata_props.add(key="mmemo", value=meta)
+    onnx.save(model, str(out_path))
+    ops = [n.op_type for n in model.graph.node]
+    return {
+        "tool": "onnxruntime.quantization.quantize_dynamic", "onnxruntime_version": onnxruntime.__version__,
+        "op_types_to_quantize": list(INT8_OPS), "weight_type": "QInt8", "per_channel": True, "reduce_range": False,
+        "extra_options": options, "activations": "uint8, quantised per call from their own range (dynamic)",
+        "integer_ops": sorted({o for o in ops if "Integer" in o or o.startswith("Dynamic")}),
+        "float_ops_left": sorted({o for o in ops if o in ("Conv", "MatMul", "Gemm")}),
+    }  # fmt: skip
 
 
 def reference(model: MultiModalTransformer, mean, std, inputs: dict[str, torch.Tensor]) -> np.ndarray:
@@ -223,20 +337,70 @@ def reference(model: MultiModalTransformer, mean, std, inputs: dict[str, torch.T
     return y.numpy()
 
 
-def check_export(path: Path, fmt: str, module: _Exported, mean, std, sizes=CHECK_SIZES) -> float | None:
-    """Largest |exported - PyTorch| over random inputs of the given (B, T); None when onnxruntime is missing."""
+def check_export(
+    path: Path, fmt: str, module: _Exported, mean, std, sizes=CHECK_SIZES, model: MultiModalTransformer | None = None
+) -> float | None:
+    """Largest |exported - PyTorch| over random inputs of the given (B, T); None when onnxruntime is missing.
+    ``model``: the PyTorch model to compare with (default: the one ``module`` wraps)."""
     if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         return None
     exported, worst = load_exported(path, fmt), 0.0
     for k, (B, T) in enumerate(sizes):
         inputs = example_inputs(module, B, T, seed=k)
-        diff = np.abs(exported(inputs) - reference(module.model, mean, std, inputs))
+        diff = np.abs(exported(inputs) - reference(model or module.model, mean, std, inputs))
         worst = max(worst, float(diff.max()))
     return worst
 
 
+def validation_clips(run_dir: Path, features_dir: str | os.PathLike, run: Run) -> tuple[list, str]:
+    """The labelled clips of ``features_dir`` the run validated on (its config.json's ``val_clips``), and where
+    that list came from; every labelled clip when the run recorded none (a run of another tool)."""
+    corpus = load_corpus(features_dir, min_clips=1)
+    check_compatible(run, corpus.extract_cfg, str(features_dir))
+    record = run_dir / "config.json"
+    ids = json.loads(record.read_text()).get("val_clips") if record.is_file() else None
+    if not ids:
+        return corpus.clips, f"every labelled clip of {features_dir} ({record} lists no validation clips)"
+    clips = [c for c in corpus.clips if c.clip_id in set(ids)]
+    if not clips:
+        raise MmemoError(f"{features_dir}: holds none of the {len(ids)} validation clips of {record}; give the "
+                         "features directory the run was trained on")  # fmt: skip
+    return clips, f"the run's validation clips ({record}), {len(clips)} of {len(ids)} found in {features_dir}"
+
+
+def agreement(run: Run, quantized: Run, clips: list) -> dict:
+    """How the int8 model compares with the float one on ``clips`` (windows cut as `mmemo predict` cuts them):
+    CCC between their outputs over every row, per dimension; validation CCC against the labels (pooled over the
+    labelled rows) of each, per dimension and their mean; the change of that mean; the largest difference."""
+    floats = [predict_shard(run, c.path) for c in clips]
+    ints = [predict_shard(quantized, c.path) for c in clips]
+    pf, pq = np.concatenate([r.pred for r in floats]), np.concatenate([r.pred for r in ints])
+    out: dict = {"clips": len(clips), "rows": int(len(pf)), "labelled_rows": int(sum(r.mask.sum() for r in floats))}
+    out["output_ccc"] = {d: ccc(pq[:, k], pf[:, k]) for k, d in enumerate(DIMENSIONS)}
+    out["max_abs_diff"] = float(np.abs(pq - pf).max()) if len(pf) else 0.0
+    for name, res in (("float", floats), ("int8", ints)):
+        m = {d: evaluate([r.pred[r.mask, k] for r in res], [r.truth[r.mask, k] for r in res])["ccc"]
+             for k, d in enumerate(DIMENSIONS)}  # fmt: skip
+        out[f"val_ccc_{name}"] = {**m, "mean": float(np.mean(list(m.values())))}
+    out["val_ccc_change"] = out["val_ccc_int8"]["mean"] - out["val_ccc_float"]["mean"]
+    if not np.isfinite(out["val_ccc_change"]):
+        raise MmemoError(f"{clips[0].path}: the validation clips have no usable labels (CCC undefined): the int8 "
+                         "model cannot be measured against them")  # fmt: skip
+    return out
+
+
+def agreement_text(a: dict) -> str:
+    """One line: the int8 model against the float one."""
+    oc, f, q = a["output_ccc"], a["val_ccc_float"]["mean"], a["val_ccc_int8"]["mean"]
+    return (
+        f"int8 vs float on {a['clips']} validation clip(s), {a['rows']} rows: output CCC valence "
+        f"{oc['valence']:.4f}, arousal {oc['arousal']:.4f} (max abs diff {a['max_abs_diff']:.3g}); validation "
+        f"mean CCC {q:.4f} int8 vs {f:.4f} float ({a['val_ccc_change']:+.4f})"
+    )
+
+
 # -------------------------------------------------------------------------------------------------- the sidecar
-def sidecar(run, fmt: str, file_name: str, provenance: dict) -> dict:
+def sidecar(run, fmt: str, file_name: str, provenance: dict, quantize: str | None = None) -> dict:
     """Everything needed to feed the exported file (see the module docstring for the signature)."""
     mc, ec = run.model_cfg, run.extract_cfg
     has_audio, has_video = mc.audio_dim > 0, mc.video
@@ -251,17 +415,22 @@ def sidecar(run, fmt: str, file_name: str, provenance: dict) -> dict:
         "audio": (["batch", "time", mc.audio_dim], "float32",
                   "raw audio features, columns as in 'features' (standardised inside with feature_mean/std)"),
         "frames": (["batch", "time", mc.video_size, mc.video_size, 3], "uint8",
-                   f"RGB frames ({ec.frame_size}x{ec.frame_size} from the extractor, area-pooled to video_size)"),
+                   f"RGB {'face crops' if run.visual == 'faces' else 'frames'} ({ec.frame_size}x{ec.frame_size} "
+                   "from the extractor, area-pooled to video_size)"),
         "pad_mask": (["batch", "time"], "bool", "True = real row, False = padding"),
         "audio_mask": (["batch", "time"], "bool", "True = the row has audio"),
         "video_mask": (["batch", "time"], "bool", "True = the row has a frame"),
     }  # fmt: skip
     output = {"name": OUTPUT_NAME, "shape": ["batch", "time", 2], "dtype": "float32", "columns": ["valence", "arousal"]}
+    loaders = {"pt2": "torch.export.load(path).module()(*inputs)", "torchscript": "torch.jit.load(path)(*inputs)",
+               "onnx": "onnxruntime.InferenceSession(path).run(None, inputs)"}  # fmt: skip
     return {
         "mmemo_version": __version__,
         "torch_version": torch.__version__,
         "format": fmt,
+        "quantize": quantize,
         "file": file_name,
+        "load": loaders[fmt],
         "checkpoint": provenance,
         "inputs": [
             {"name": n, "shape": shapes[n][0], "dtype": shapes[n][1], "description": shapes[n][2]}
@@ -272,6 +441,7 @@ def sidecar(run, fmt: str, file_name: str, provenance: dict) -> dict:
         "features": columns if has_audio else [],
         "feature_mean": [float(x) for x in run.mean] if has_audio else [],
         "feature_std": [float(x) for x in run.std] if has_audio else [],
+        "visual": run.visual,
         "fps": ec.fps,
         "time_grid": f"row t covers [t/{ec.fps}, (t+1)/{ec.fps}) s, for the frame and the audio features alike",
         "long_clips": "windows of max_seq_len rows overlapping by half, outputs cross-faded with a triangular "
@@ -285,42 +455,53 @@ def sidecar(run, fmt: str, file_name: str, provenance: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------ the API
-def default_out_path(run_dir: Path, fmt: str, checkpoint: str = "best.pt") -> Path:
-    """``RUN_DIR/best.torchscript.pt`` or ``RUN_DIR/best.onnx`` (named after the checkpoint)."""
-    stem = Path(checkpoint).stem
-    return run_dir / (f"{stem}.torchscript.pt" if fmt == "torchscript" else f"{stem}.onnx")
-
-
-def sidecar_path(out_path: str | os.PathLike) -> Path:
-    """The JSON beside an exported file: its name + ``.json`` (``best.onnx`` -> ``best.onnx.json``)."""
-    p = Path(out_path)
-    return p.with_name(p.name + ".json")
+def default_out_path(run_dir: Path, fmt: str, checkpoint: str = "best.pt", quantize: str | None = None) -> Path:
+    """``RUN_DIR/best.pt2``, ``best.onnx``, ``best.int8.onnx`` or ``best.torchscript.pt`` (after the checkpoint)."""
+    return exported_path(run_dir, fmt, quantize, checkpoint)
 
 
 def export_run(
     run_dir: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
-    fmt: str = "torchscript",
+    fmt: str = "pt2",
     checkpoint: str = "best.pt",
     *,
+    quantize: str | None = None,
+    features_dir: str | os.PathLike | None = None,
+    force: bool = False,
     check: bool = True,
+    log=lambda s: None,
 ) -> Path:
     """Write the model of ``run_dir/checkpoint`` as a standalone ``fmt`` file and its sidecar JSON.
 
     Args:
         run_dir: a run directory of ``mmemo train``.
-        out_path: the file to write (default ``RUN_DIR/best.torchscript.pt`` / ``RUN_DIR/best.onnx``); the
-            sidecar goes to ``out_path + ".json"``.
-        fmt: ``"torchscript"`` or ``"onnx"`` (needs ``pip install 'mmemo[onnx]'``).
+        out_path: the file to write (default ``default_out_path``); the sidecar goes to ``out_path + ".json"``.
+        fmt: ``"pt2"`` (torch.export), ``"onnx"`` (needs ``pip install 'mmemo[onnx]'``) or ``"torchscript"``.
         checkpoint: which checkpoint of the run (``best.pt`` or ``last.pt``).
+        quantize: ``"int8"`` (ONNX only): the float ONNX model, checked, then quantised (``quantize_int8``) and
+            measured against it on the run's validation clips of ``features_dir`` (``agreement``).
+        features_dir: the features directory the run was trained on (required with ``quantize``).
+        force: write an int8 model whose validation mean CCC drops by more than ``MAX_CCC_DROP``.
         check: load the written file back and compare it with the PyTorch model (max abs difference must be
             below 1e-4; ONNX is checked only where onnxruntime is installed).
+        log: called with a line of progress (the int8 agreement figure).
 
     Returns:
         The path of the exported file.
     """
     if fmt not in EXPORT_FORMATS:
         raise MmemoError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if quantize is not None:
+        if quantize not in QUANTIZE_MODES:
+            raise MmemoError(f"unknown quantisation {quantize!r}; choose one of {', '.join(QUANTIZE_MODES)}")
+        if fmt != "onnx":
+            raise MmemoError(f"--quantize {quantize} is for --format onnx (onnxruntime's integer kernels), not {fmt}")
+        if features_dir is None:
+            raise MmemoError(f"--quantize {quantize} measures the model on the run's validation clips: give "
+                             "--features FEATURES_DIR, the features directory the run was trained on")  # fmt: skip
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise MmemoError("int8 quantisation needs onnxruntime: pip install 'mmemo[onnx]'")
     if fmt == "onnx":
         missing = missing_onnx_packages()
         if missing:
@@ -329,25 +510,49 @@ def export_run(
     if not run_dir.is_dir():
         raise MmemoError(f"{run_dir}: no such run directory (make one with `mmemo train`)")
     run = load_run(run_dir, checkpoint)
+    clips = where = None
+    if quantize is not None:  # before the slow part: a wrong features directory fails at once
+        clips, where = validation_clips(run_dir, features_dir, run)
     best = run.best
     provenance = {"file": run.path.name, "epoch": run.epoch,
                   "run_best_val_mean_ccc": float(best) if best is not None and np.isfinite(best) else None}  # fmt: skip
-    out = Path(out_path) if out_path is not None else default_out_path(run_dir, fmt, checkpoint)
+    out = Path(out_path) if out_path is not None else default_out_path(run_dir, fmt, checkpoint, quantize)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    model = run.model.float().cpu().eval()
-    module = wrap(model, run.mean, run.std, dense=fmt == "onnx")
-    meta = sidecar(run, fmt, out.name, provenance)
+    run.model = run.model.float().cpu().eval()
+    run.device = torch.device("cpu")
+    module = wrap(run.model, run.mean, run.std, GRAPHS[fmt])
+    meta = sidecar(run, fmt, out.name, provenance, quantize)
     t0 = time.perf_counter()
     with atomic.atomic_path(out) as partial:  # only a checked export is put in place
-        (_torchscript if fmt == "torchscript" else _onnx)(module, partial, json.dumps(meta))
-        meta["export_seconds"] = round(time.perf_counter() - t0, 3)
-        if check:
-            diff = check_export(partial, fmt, module, run.mean, run.std)
-            meta["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE,
-                             "note": "onnxruntime not installed: not checked" if diff is None else
-                             f"random inputs with padding and masked rows, (B, T) in {CHECK_SIZES}"}  # fmt: skip
-            if diff is not None and not diff < TOLERANCE:
-                raise MmemoError(f"{out}: the export differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})")
+        # the float model an int8 one is made from: a temporary file beside it (``<out>.float.partial``)
+        float_file = atomic.partial_path(out.with_name(out.name + ".float")) if quantize else partial
+        try:
+            EXPORTERS[fmt](module, float_file, json.dumps(meta))
+            meta["export_seconds"] = round(time.perf_counter() - t0, 3)
+            if check or quantize:  # an int8 model is only made from a float one that is right
+                diff = check_export(float_file, fmt, module, run.mean, run.std, model=run.model)
+                meta["check"] = {"max_abs_diff": diff, "tolerance": TOLERANCE,
+                                 "of": "the float export" if quantize else "the file",
+                                 "note": "onnxruntime not installed: not checked" if diff is None else
+                                 f"random inputs with padding and masked rows, (B, T) in {CHECK_SIZES}"}  # fmt: skip
+                if diff is not None and not diff < TOLERANCE:
+                    raise MmemoError(f"{out}: the export differs from the PyTorch model by {diff:.3g} (> {TOLERANCE})")
+            if quantize:
+                meta["quantization"] = quantize_int8(float_file, partial, json.dumps(meta))
+                qrun = dataclasses.replace(run, engine=load_exported(partial, "onnx"), engine_name="onnx-int8")
+                a = agreement(run, qrun, clips)
+                meta["agreement"] = {"on": where, "max_val_ccc_drop": MAX_CCC_DROP, "forced": False, **a}
+                log(agreement_text(a))
+                if a["val_ccc_change"] < -MAX_CCC_DROP:
+                    if not force:
+                        raise MmemoError(
+                            f"{out}: the int8 model loses {-a['val_ccc_change']:.4f} of validation mean CCC (more "
+                            f"than {MAX_CCC_DROP}): not written; --force writes it anyway"
+                        )
+                    meta["agreement"]["forced"] = True
+        finally:
+            if quantize:
+                float_file.unlink(missing_ok=True)
     atomic.write_json(sidecar_path(out), meta)
     return out

@@ -11,8 +11,11 @@ and the overlapping parts are averaged with those weights, so there is no step a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mmemo.config import ExtractConfig
+from mmemo.config import ENGINES, ExtractConfig
 from mmemo.data.dataset import VISUALS, pool_frames, visual_rows
 from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
@@ -36,7 +39,7 @@ from mmemo.pipeline.plots import pyplot
 class Run:
     """What prediction needs, all from one checkpoint: the model and how its inputs were made."""
 
-    model: MultiModalTransformer
+    model: MultiModalTransformer | None  # None when an exported file runs instead (``engine``)
     model_cfg: ModelConfig
     extract_cfg: ExtractConfig
     feature_names: list[str]
@@ -47,6 +50,10 @@ class Run:
     epoch: int | None = None  # the epoch the checkpoint was saved at
     best: float | None = None  # the run's best validation score then
     visual: str = "frames"  # what the video branch was trained on: "faces" (aligned crops) or "frames"
+    # An exported model file that runs instead of ``model`` (``load_exported_run``): takes the numpy inputs of its
+    # sidecar by name, raw features and uint8 frames, and returns (B, T, 2). None: the PyTorch model.
+    engine: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
+    engine_name: str = "torch"
 
     @property
     def input_cfg(self) -> ExtractConfig:
@@ -115,17 +122,167 @@ def infer(
     for s0 in window_starts(T, L):
         s1 = min(T, s0 + L)
         n = s1 - s0
-        pad = torch.ones(1, n, dtype=torch.bool, device=run.device)
-        a = torch.from_numpy(audio[s0:s1])[None].to(run.device) if audio is not None else None
-        f = torch.from_numpy(frames[s0:s1])[None].to(run.device).float().div_(255.0) if frames is not None else None
-        am = torch.from_numpy(audio_mask[s0:s1])[None].to(run.device)
-        vm = torch.from_numpy(video_mask[s0:s1])[None].to(run.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
-            y = run.model(a, f, pad, am, vm)[0].float().cpu().numpy()  # (n, 2)
+        if run.engine is not None:
+            y = run.engine(_engine_inputs(run, audio, frames, audio_mask, video_mask, s0, s1))[0]  # (n, 2)
+        else:
+            pad = torch.ones(1, n, dtype=torch.bool, device=run.device)
+            a = torch.from_numpy(audio[s0:s1])[None].to(run.device) if audio is not None else None
+            f = torch.from_numpy(frames[s0:s1])[None].to(run.device).float().div_(255.0) if frames is not None else None
+            am = torch.from_numpy(audio_mask[s0:s1])[None].to(run.device)
+            vm = torch.from_numpy(video_mask[s0:s1])[None].to(run.device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+                y = run.model(a, f, pad, am, vm)[0].float().cpu().numpy()  # (n, 2)
         w = _ramp(n)
         acc[s0:s1] += y * w[:, None]
         wsum[s0:s1] += w
     return (acc / wsum[:, None]).astype(np.float32)
+
+
+def _engine_inputs(run: Run, audio, frames, audio_mask, video_mask, s0: int, s1: int) -> dict[str, np.ndarray]:
+    """Rows [s0, s1) as the inputs of an exported file (batch of 1): every input it declares, an absent modality
+    as zeros with its mask False (the PyTorch model treats a None input the same way)."""
+    n, cfg = s1 - s0, run.model_cfg
+    x: dict[str, np.ndarray] = {}
+    if cfg.audio_dim > 0:
+        # exported files standardise inside: undo the standardisation of prepare_inputs (a rounding error of
+        # about 1e-7 of the feature's magnitude, far below the 1e-4 exports are checked to)
+        raw = audio[s0:s1] * run.std + run.mean if audio is not None else np.zeros((n, cfg.audio_dim))
+        x["audio"] = raw.astype(np.float32)[None]
+    if cfg.video:
+        s = cfg.video_size
+        x["frames"] = (frames[s0:s1] if frames is not None else np.zeros((n, s, s, 3), np.uint8))[None]
+    x["pad_mask"] = np.ones((1, n), bool)  # the exported signature's order (mmemo.pipeline.export.input_names)
+    if cfg.audio_dim > 0:
+        x["audio_mask"] = (audio_mask[s0:s1] if audio is not None else np.zeros(n, bool))[None]
+    if cfg.video:
+        x["video_mask"] = (video_mask[s0:s1] if frames is not None else np.zeros(n, bool))[None]
+    return x
+
+
+# ----------------------------------------------------------------------------------------- exported engines
+# engine -> (export format, quantisation): the file `mmemo export` writes for each (``exported_path``).
+ENGINE_FILES = {"pt2": ("pt2", None), "onnx": ("onnx", None), "onnx-int8": ("onnx", "int8"),
+                "torchscript": ("torchscript", None)}  # fmt: skip
+OUTPUT_NAME = "valence_arousal"
+
+
+def exported_path(
+    run_dir: str | os.PathLike, fmt: str, quantize: str | None = None, checkpoint: str = "best.pt"
+) -> Path:
+    """Where `mmemo export` writes a format by default, named after the checkpoint: ``best.pt2``, ``best.onnx``,
+    ``best.int8.onnx``, ``best.torchscript.pt``."""
+    stem = Path(checkpoint).stem
+    names = {"pt2": f"{stem}.pt2", "torchscript": f"{stem}.torchscript.pt",
+             "onnx": f"{stem}.{quantize}.onnx" if quantize else f"{stem}.onnx"}  # fmt: skip
+    return Path(run_dir) / names[fmt]
+
+
+def sidecar_path(out_path: str | os.PathLike) -> Path:
+    """The JSON beside an exported file: its name + ``.json`` (``best.onnx`` -> ``best.onnx.json``)."""
+    p = Path(out_path)
+    return p.with_name(p.name + ".json")
+
+
+def load_exported(path: str | os.PathLike, fmt: str, *, threads: int = 0) -> Callable[[dict], np.ndarray]:
+    """An exported file loaded the way a user without mmemo would (``torch.export.load``, ``onnxruntime``,
+    ``torch.jit.load``): a function of the input dict (numpy or torch, in the file's order) -> (B, T, 2) numpy.
+
+    ``threads``: intra-op threads (0: the library's default). Raises MmemoError, one line naming the file, when
+    it is missing or does not load."""
+    path = Path(path)
+    if not path.is_file():
+        raise MmemoError(f"{path}: no such exported model")
+    try:
+        if fmt == "onnx":
+            if importlib.util.find_spec("onnxruntime") is None:
+                raise MmemoError(f"{path}: running ONNX needs onnxruntime: pip install 'mmemo[onnx]'")
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            return lambda x: sess.run([OUTPUT_NAME], {k: np.asarray(v) for k, v in x.items()})[0]
+        if fmt == "pt2":
+            with open(path, "rb") as f:  # a file object: any name (torch.export warns unless it ends in .pt2)
+                module = torch.export.load(f).module()
+        elif fmt == "torchscript":
+            with warnings.catch_warnings():  # torch 2.13 marks torch.jit deprecated; old runs' files still load
+                warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+                module = torch.jit.load(str(path), map_location="cpu").eval()
+        else:
+            raise MmemoError(f"{path}: unknown export format {fmt!r}")
+    except MmemoError:
+        raise
+    except Exception as e:  # a damaged or cut-short file: whatever the loader raises, said in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise MmemoError(f"{path}: not a loadable {fmt} model ({type(e).__name__}: {first})") from None
+
+    def run(x: dict) -> np.ndarray:
+        with torch.inference_mode():
+            y = module(*[torch.as_tensor(v) for v in x.values()])
+        return y.numpy()
+
+    return run
+
+
+def load_exported_run(
+    run_dir: str | os.PathLike, engine: str, checkpoint: str = "best.pt", *, path: str | os.PathLike | None = None
+) -> Run:
+    """A Run that predicts with an exported file instead of the PyTorch model, built from the file's sidecar
+    JSON alone (no checkpoint is read: a deployment directory needs only the file and its JSON).
+
+    Args:
+        run_dir: where the export lies (a run directory, or any directory holding the exported file).
+        engine: ``pt2``, ``onnx``, ``onnx-int8`` or ``torchscript`` (``ENGINE_FILES``).
+        checkpoint: names the default file (``best.pt`` -> ``best.pt2``, ``best.onnx``, ``best.int8.onnx``).
+        path: the exported file, when not at its default place.
+    """
+    if engine not in ENGINE_FILES:
+        raise MmemoError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    fmt, quantize = ENGINE_FILES[engine]
+    file = Path(path) if path is not None else exported_path(run_dir, fmt, quantize, checkpoint)
+    flag = f" --quantize {quantize}" if quantize else ""
+    if not file.is_file():
+        raise MmemoError(f"{file}: no such exported model; write it with `mmemo export {run_dir} --format {fmt}{flag}`")
+    side = sidecar_path(file)
+    try:
+        meta = json.loads(side.read_text())
+        if meta.get("format") != fmt or meta.get("quantize") != quantize:
+            got = f"{meta.get('format')}{' ' + str(meta.get('quantize')) if meta.get('quantize') else ''}"
+            raise MmemoError(f"{side}: describes a {got} export, not the {engine} engine's file")
+        mc = ModelConfig.from_dict(dict(meta["model_config"]))
+        ec = ExtractConfig.from_dict(dict(meta["extract_config"]))
+        names = [str(f["name"]) for f in meta["features"]]
+        mean = np.asarray(meta["feature_mean"], np.float32)
+        std = np.asarray(meta["feature_std"], np.float32)
+        visual = str(meta.get("visual", "frames"))
+        ck = meta.get("checkpoint") or {}
+    except MmemoError:
+        raise
+    except FileNotFoundError:
+        raise MmemoError(
+            f"{side}: missing; the exported file's sidecar JSON says how to feed it (export again)"
+        ) from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise MmemoError(f"{side}: not an mmemo export sidecar ({type(e).__name__}: {e})") from None
+    if visual not in VISUALS:
+        raise MmemoError(f"{side}: visual {visual!r} is not one of {', '.join(VISUALS)}")
+    best = ck.get("run_best_val_mean_ccc")
+    order = [str(i["name"]) for i in meta["inputs"]]
+    run_file = load_exported(file, fmt)
+
+    def run_in_order(x: dict[str, np.ndarray]) -> np.ndarray:  # pt2 and TorchScript take their inputs by position
+        return run_file({k: x[k] for k in order})
+
+    return Run(None, mc, ec, names, mean, std, torch.device("cpu"), file, ck.get("epoch"),
+               float(best) if best is not None else None, visual, run_in_order, engine)  # fmt: skip
+
+
+def open_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt", engine: str = "torch") -> Run:
+    """The run's PyTorch model (``engine="torch"``) or one of its exported files (``load_exported_run``)."""
+    if engine == "torch":
+        return load_run(run_dir, checkpoint)
+    return load_exported_run(run_dir, engine, checkpoint)
 
 
 def model_inputs(run: Run, arrays: ClipArrays, where: str = "input") -> tuple:

@@ -4,7 +4,8 @@ A ``LiveDecoder`` thread puts grid rows and audio samples on a queue as the sour
 computes each row's local audio features as soon as its analysis window is in (``AudioFeatureStream.advance``),
 pools frames to the model's size as they come, and every ``hop`` seconds of media runs the model on the sliding
 context window of the last ``context`` seconds (at most the model's ``max_seq_len`` rows), treated exactly as a
-clip that ends now: the same feature code, the same standardisation, the same ``infer`` as ``mmemo predict``.
+clip that ends now: the same feature code, the same standardisation, the same ``infer`` as ``mmemo predict``
+(and so the same engine: the PyTorch model, or an exported file with ``--engine``, ``Run.engine``).
 Context features (rhythm) are computed on the window's onset envelope, as they would be for a clip of that length.
 
 One prediction per hop: ``time`` is the media time at the end of the hop, the values are the model's mean over
