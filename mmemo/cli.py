@@ -79,6 +79,11 @@ def _jobs(help_text: str | None):
 
 
 _checkpoint = click.option("--checkpoint", default="best.pt", show_default=True, help="Checkpoint file inside the run.")
+_postprocess = click.option(
+    "--postprocess", type=click.Choice(["on", "off"]), default="on", show_default=True,
+    help="Apply the run's post-processing (smoothing, delay, bias and scale fitted on its validation clips, "
+    "postprocess.json; a run without one predicts as it is); off: the model's raw outputs.",
+)  # fmt: skip
 _run_dir = click.option(
     "--run",
     "run_dir",
@@ -454,9 +459,11 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     help="torch: the checkpoint's PyTorch model; pt2, onnx, onnx-int8, torchscript: the run's file of `mmemo export` "
     "(best.pt2, best.onnx, best.int8.onnx, best.torchscript.pt, read with its sidecar JSON, no checkpoint).",
 )  # fmt: skip
+@_postprocess
 def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path | None, fmt: str,
             plot: Path | None, html_out: Path | None, source: str | None, realtime: bool, every_hop: bool, hop: float,
-            context: float, input_format: str | None, input_option: tuple[str, ...], engine: str) -> None:  # fmt: skip
+            context: float, input_format: str | None, input_option: tuple[str, ...], engine: str,
+            postprocess: str) -> None:  # fmt: skip
     """Valence and arousal, 25 rows per second, for each CLIP (a media file or a directory of them).
 
     With --stream SOURCE: one line per hop (CSV or JSON lines) on standard output, as the source plays: media
@@ -476,7 +483,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
             k, v = kv.split("=", 1)
             options[k] = v
         _predict_stream(run_dir, checkpoint, source, fmt, realtime, every_hop, hop, context, input_format, options,
-                        engine)  # fmt: skip
+                        engine, postprocess == "on")  # fmt: skip
         return
     if not clips:
         raise click.UsageError("give at least one CLIP, or --stream SOURCE")
@@ -488,7 +495,7 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
         raise click.UsageError("--plot FILE.png is for one clip; give a directory to get one PNG per clip")
     if html_out is not None and len(sources) > 1 and html_out.suffix:
         raise click.UsageError("--html FILE.html is for one clip; give a directory to get one page per clip")
-    run = open_run(run_dir, checkpoint, engine)
+    run = open_run(run_dir, checkpoint, engine, postprocess == "on")
     failed = 0
     for path, audio_path, name in sources:
         try:
@@ -526,7 +533,8 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
 
 
 def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realtime: bool, every_hop: bool, hop: float,
-                    context: float, input_format: str | None, options: dict, engine: str) -> None:  # fmt: skip
+                    context: float, input_format: str | None, options: dict, engine: str,
+                    postprocess: bool = True) -> None:  # fmt: skip
     from mmemo.pipeline.predict import open_run
     from mmemo.pipeline.stream import stream_predict
 
@@ -539,7 +547,7 @@ def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realt
             _err(f"note: the machine is behind; dropped {p.dropped} prediction(s) before {p.time:.2f} s")
         sys.stdout.flush()
 
-    run = open_run(run_dir, checkpoint, engine)
+    run = open_run(run_dir, checkpoint, engine, postprocess)
     if fmt == "csv":
         click.echo("time,valence,arousal,latency_s")
     try:
@@ -563,12 +571,14 @@ def _predict_stream(run_dir: Path, checkpoint: str, source: str, fmt: str, realt
     help="Where metrics.json, clips.csv and the plots go. Default: RUN_DIR/eval-<FEATURES_DIR name>.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
-def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path | None, as_json: bool) -> None:
+@_postprocess
+def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path | None, as_json: bool,
+             postprocess: str) -> None:  # fmt: skip
     """Score a trained run on the labelled clips of FEATURES_DIR: CCC (pooled and per clip), PCC, RMSE, MAE."""
     from mmemo.pipeline.evaluate import evaluate_features, format_table, write_evaluation
-    from mmemo.pipeline.predict import load_run
+    from mmemo.pipeline.predict import open_run
 
-    run = load_run(run_dir, checkpoint)
+    run = open_run(run_dir, checkpoint, postprocess=postprocess == "on")
     ev = evaluate_features(run, features_dir)
     out = write_evaluation(ev, out_dir or run_dir / f"eval-{features_dir.resolve().name}", run_dir, features_dir)
     if as_json:
@@ -577,6 +587,11 @@ def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path |
         n = int(sum(r.mask.sum() for r in ev.results))
         click.echo(f"{len(ev.results)} clips, {n} labelled frames ({n / ev.fps:.1f} s)")
         click.echo(format_table(ev.metrics))
+        if ev.metrics_raw is not None:
+            chains = zip(("valence", "arousal"), run.post.chains(), strict=True)
+            steps = "; ".join(f"{d}: {c.describe()}" for d, c in chains)
+            click.echo(f"\nbefore the run's post-processing ({steps}; --postprocess off scores the raw model):")
+            click.echo(format_table(ev.metrics_raw))
     _err(f"metrics.json, clips.csv, scatter.png, traces.png in {out}")
 
 

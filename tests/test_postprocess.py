@@ -95,3 +95,52 @@ def test_the_record_round_trips(tmp_path):
     again = PostProcess.load(tmp_path)
     assert again == post
     assert PostProcess.load(tmp_path / "nothing") is None
+
+
+# ------------------------------------------------------------------------------- applied by predict, evaluate, stream
+def _with_chain(small_run, tmp_path, post: PostProcess):
+    import shutil
+
+    run_dir = shutil.copytree(small_run, tmp_path / "run")
+    (run_dir / "postprocess.json").unlink(missing_ok=True)
+    post.save(run_dir)
+    return run_dir
+
+
+def test_predict_evaluate_and_stream_apply_the_runs_chain_and_off_leaves_it_out(small_run, demo, tmp_path):
+    """A run with a known chain (smoothing over 5 rows, a 3-row delay, y -> 2 y + 0.5 on valence; arousal
+    untouched): predict's rows are the chain applied to the raw rows; evaluate reports both; the live stream's
+    hops are its causal version's; --postprocess off gives the raw model."""
+    from click.testing import CliRunner
+
+    from mmemo.cli import main
+    from mmemo.pipeline.evaluate import evaluate_features
+    from mmemo.pipeline.predict import open_run, predict_clip
+    from mmemo.pipeline.stream import stream_predict
+
+    chain = DimensionChain(window=5, delay=3, scale=True, mu_pred=0.0, sd_pred=1.0, mu_gold=0.5, sd_gold=2.0)
+    post = PostProcess(chain, DimensionChain(), 25)
+    run_dir = _with_chain(small_run, tmp_path, post)
+    clip = demo / "corpus" / "speaker0" / "clip00.mp4"
+    raw = predict_clip(open_run(run_dir, postprocess=False), clip).table[["valence", "arousal"]].to_numpy()
+    got = predict_clip(open_run(run_dir), clip).table[["valence", "arousal"]].to_numpy()
+    np.testing.assert_allclose(got[:, 0], 2 * delay(smooth(raw[:, 0], 5), 3) + 0.5, atol=1e-5)
+    np.testing.assert_allclose(got[:, 1], raw[:, 1], atol=1e-6)
+
+    ev = evaluate_features(open_run(run_dir), demo / "features")
+    plain = evaluate_features(open_run(run_dir, postprocess=False), demo / "features")
+    assert ev.metrics_raw == plain.metrics and plain.metrics_raw is None
+    assert ev.to_json("r", "f")["postprocess"]["valence"]["window"] == 5
+
+    hops, raw_hops = [], []
+    stream_predict(open_run(run_dir), str(clip), hops.append, hop_s=0.5, context_s=1.2)
+    stream_predict(open_run(run_dir, postprocess=False), str(clip), raw_hops.append, hop_s=0.5, context_s=1.2)
+    assert len(hops) == len(raw_hops) > 3
+    np.testing.assert_allclose([h.arousal for h in hops], [h.arousal for h in raw_hops], atol=1e-6)
+    assert not np.allclose([h.valence for h in hops], [h.valence for h in raw_hops], atol=1e-3)
+
+    r = CliRunner().invoke(main, ["evaluate", str(demo / "features"), "--run", str(run_dir), "-o", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    assert "before the run's post-processing (valence: mean of 5 rows, 3 rows later, rescaled; arousal: nothing" in (
+        r.output
+    )

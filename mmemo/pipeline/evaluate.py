@@ -45,9 +45,10 @@ _NUMERIC_KEYS = [
 @dataclass
 class ClipPrediction:
     clip: str
-    pred: np.ndarray  # (T, 2) valence, arousal
+    pred: np.ndarray  # (T, 2) valence, arousal (post-processed when the run has a fitted chain)
     truth: np.ndarray  # (T, 2), NaN where unlabelled
     mask: np.ndarray  # (T,) bool: labelled
+    raw: np.ndarray | None = None  # (T, 2) the model's own outputs, when post-processing changed them
 
 
 @dataclass
@@ -56,16 +57,25 @@ class Evaluation:
     clips: pd.DataFrame  # one row per clip
     results: list[ClipPrediction]
     fps: int = 25
+    metrics_raw: dict[str, dict[str, float]] | None = None  # before post-processing (None: none was applied)
+    postprocess: dict | None = None  # the chain applied (mmemo.pipeline.postprocess.PostProcess.to_dict)
 
     def to_json(self, run_dir: str, features_dir: str) -> dict:
-        return {
+        out = {
             "run": str(run_dir),
             "features": str(features_dir),
             "clips": len(self.results),
             "frames": int(sum(r.mask.sum() for r in self.results)),
-            "metrics": {d: {k: _num(v) for k, v in m.items()} for d, m in self.metrics.items()},
+            "metrics": _nums(self.metrics),
             "mmemo_version": __version__,
         }
+        if self.metrics_raw is not None:
+            out |= {"metrics_before_postprocess": _nums(self.metrics_raw), "postprocess": self.postprocess}
+        return out
+
+
+def _nums(metrics: dict[str, dict[str, float]]) -> dict:
+    return {d: {k: _num(v) for k, v in m.items()} for d, m in metrics.items()}
 
 
 def _num(v: float) -> float | None:
@@ -101,10 +111,13 @@ def predict_shard(run: Run, shard: str | os.PathLike) -> ClipPrediction:
     faces = (clip.faces, clip.face_mask) if clip.faces is not None else None
     inputs = prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask, str(shard),
                             faces)  # fmt: skip
-    y = infer(run, *inputs)
+    raw = infer(run, *inputs)
+    y = run.post.apply(raw) if run.post is not None else raw
+    kept = raw if run.post is not None else None
     if clip.label_mask is None:
-        return ClipPrediction(clip.clip_id, y, np.full_like(y, np.nan), np.zeros(len(y), bool))
-    return ClipPrediction(clip.clip_id, y, np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool))
+        return ClipPrediction(clip.clip_id, y, np.full_like(y, np.nan), np.zeros(len(y), bool), kept)
+    truth = np.stack([clip.valence, clip.arousal], axis=1)
+    return ClipPrediction(clip.clip_id, y, truth, clip.label_mask.astype(bool), kept)
 
 
 def _mask(m: np.ndarray | None, clip) -> np.ndarray:
@@ -123,7 +136,14 @@ def evaluate_features(run: Run, features_dir: str | os.PathLike, log=lambda s: N
         d: evaluate([r.pred[r.mask, k] for r in results], [r.truth[r.mask, k] for r in results])
         for k, d in enumerate(DIMENSIONS)
     }
-    return Evaluation(metrics, _clip_table(results), results, corpus.extract_cfg.fps)
+    raw = None
+    if run.post is not None:  # the same clips before the chain: what post-processing bought, or cost
+        raw = {
+            d: evaluate([r.raw[r.mask, k] for r in results], [r.truth[r.mask, k] for r in results])
+            for k, d in enumerate(DIMENSIONS)
+        }
+    return Evaluation(metrics, _clip_table(results), results, corpus.extract_cfg.fps, raw,
+                      run.post.to_dict() if run.post is not None else None)  # fmt: skip
 
 
 def _clip_table(results: list[ClipPrediction]) -> pd.DataFrame:

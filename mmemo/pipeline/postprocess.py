@@ -59,6 +59,13 @@ class DimensionChain:
     ccc_after: float | None = None
     steps: list[str] = field(default_factory=list)  # the steps kept, in order
 
+    def describe(self) -> str:
+        """What the chain does, in words ("mean of 5 rows, 3 rows later, rescaled" or "nothing")."""
+        parts = [f"mean of {self.window} rows"] if self.window > 1 else []
+        parts += [f"{self.delay} rows later"] if self.delay else []
+        parts += ["rescaled"] if self.scale else []
+        return ", ".join(parts) or "nothing"
+
 
 @dataclass
 class PostProcess:

@@ -33,6 +33,7 @@ from mmemo.model.checkpoint import build_model, load_checkpoint
 from mmemo.model.config import ModelConfig
 from mmemo.model.multimodal import MultiModalTransformer
 from mmemo.pipeline.plots import pyplot
+from mmemo.pipeline.postprocess import PostProcess
 
 
 @dataclass
@@ -54,6 +55,9 @@ class Run:
     # sidecar by name, raw features and uint8 frames, and returns (B, T, 2). None: the PyTorch model.
     engine: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
     engine_name: str = "torch"
+    # The AVEC-style chain fitted on the run's validation clips (mmemo.pipeline.postprocess), applied to every
+    # prediction; None: a run from before post-processing, or switched off (`--postprocess off`).
+    post: PostProcess | None = None
 
     @property
     def input_cfg(self) -> ExtractConfig:
@@ -86,7 +90,7 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Run:
     if visual not in VISUALS:
         raise MmemoError(f"{path}: visual {visual!r} is not one of {', '.join(VISUALS)}")
     return Run(model, model.cfg, extract_cfg, names, mean, std, device, path, ckpt.get("epoch"),
-               float(best) if best is not None else None, visual)  # fmt: skip
+               float(best) if best is not None else None, visual, post=PostProcess.load(path.parent))  # fmt: skip
 
 
 def window_starts(T: int, L: int) -> list[int]:
@@ -275,14 +279,18 @@ def load_exported_run(
         return run_file({k: x[k] for k in order})
 
     return Run(None, mc, ec, names, mean, std, torch.device("cpu"), file, ck.get("epoch"),
-               float(best) if best is not None else None, visual, run_in_order, engine)  # fmt: skip
+               float(best) if best is not None else None, visual, run_in_order, engine,
+               PostProcess.load(file.parent))  # fmt: skip
 
 
-def open_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt", engine: str = "torch") -> Run:
-    """The run's PyTorch model (``engine="torch"``) or one of its exported files (``load_exported_run``)."""
-    if engine == "torch":
-        return load_run(run_dir, checkpoint)
-    return load_exported_run(run_dir, engine, checkpoint)
+def open_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt", engine: str = "torch",
+             postprocess: bool = True) -> Run:  # fmt: skip
+    """The run's PyTorch model (``engine="torch"``) or one of its exported files (``load_exported_run``);
+    ``postprocess`` False leaves the fitted chain out (raw model outputs)."""
+    run = load_run(run_dir, checkpoint) if engine == "torch" else load_exported_run(run_dir, engine, checkpoint)
+    if not postprocess:
+        run.post = None
+    return run
 
 
 def model_inputs(run: Run, arrays: ClipArrays, where: str = "input") -> tuple:
@@ -395,6 +403,8 @@ def predict_clip(run: Run, path: str | os.PathLike, audio_path: str | os.PathLik
     """Decode and featurise ``path`` as extraction does, then predict every frame."""
     arrays = featurise_in_memory(path, run.input_cfg, audio_path=audio_path)
     y = infer(run, *model_inputs(run, arrays, str(path)))
+    if run.post is not None:
+        y = run.post.apply(y)
     T = len(y)
     table = pd.DataFrame(
         {"time": np.round(np.arange(T) / run.extract_cfg.fps, 3), "valence": y[:, 0], "arousal": y[:, 1]}

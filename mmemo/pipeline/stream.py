@@ -36,6 +36,7 @@ from mmemo.features.clip import FaceStream
 from mmemo.features.registry import FEATURES
 from mmemo.media.grid import audio_row_mask
 from mmemo.media.live import LiveDecoder
+from mmemo.pipeline.postprocess import StreamPostProcess
 from mmemo.pipeline.predict import Run, check_modalities, infer, prepare_inputs
 
 
@@ -140,6 +141,8 @@ class StreamPredictor:
         self.crops, self.fmask = _Rows(), _Rows()
         self.n_rows: int | None = None  # known at the end of the source
         self.done = 0  # rows covered by predictions so far
+        # The run's fitted post-processing, causal (a trailing mean, then the rest of the delay)
+        self.post = StreamPostProcess(run.post) if run.post is not None else None
         self.row_latencies = np.zeros(0)
         # The audio track's decoded span and holes, as the decoder thread sent them with its latest samples.
         self.audio_span: tuple[int, int] | None = None
@@ -238,7 +241,10 @@ class StreamPredictor:
         w0 = max(0, end - self.context)
         y = infer(self.run, *self._inputs(w0, end))  # (end - w0, 2)
         h0 = max(w0, self.done, self._boundary(self.k - 1))  # this hop's rows (the last hop may be shorter)
-        v, a = y[h0 - w0 :].mean(axis=0)
+        rows = y[h0 - w0 :]
+        if self.post is not None:  # the fitted chain, causal: each row once, in order
+            rows = self.post.push(y[max(w0, self.done) - w0 :])[-len(rows) :] if len(rows) else rows
+        v, a = rows.mean(axis=0)
         now = time.monotonic()
         # Rows of dropped hops that fall out of the window never get a prediction: only the window's count.
         arrival = self._arrival(np.arange(max(self.done, w0), end))
