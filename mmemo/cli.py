@@ -373,11 +373,16 @@ def _print_summary(summary) -> None:
     "--target", type=click.Choice(TARGETS), default=TRAIN.target, show_default=True,
     help="Loss on every labelled frame, or on each clip's mean (auto: clip when every clip is labelled per clip).",
 )  # fmt: skip
+@click.option(
+    "--postprocess", type=click.Choice(["on", "off"]), default="on", show_default=True,
+    help="At the end, fit the AVEC post-processing (smoothing, delay, bias and scale) on the validation clips "
+    "(RUN_DIR/postprocess.json; predict, evaluate and --stream apply it). Time-continuous labels only.",
+)  # fmt: skip
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int | None, batch_size: int,
           lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
           dropout: float | None, quiet: bool, progress: str, folds: int | None, seeds: int, target: str,
-          no_frame_cache: bool, visual: str) -> None:  # fmt: skip
+          no_frame_cache: bool, visual: str, postprocess: str) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
@@ -413,6 +418,11 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
         trainer.fit()
     if trainer.is_main:
         click.echo(f"{trainer.best_text()}; checkpoints in {trainer.run_dir}")
+        if postprocess == "on":
+            from mmemo.pipeline.postprocess import fit_run
+
+            fit_run(trainer.run_dir, features_dir, [c.clip_id for c in trainer.val_clips], trainer.target,
+                    log=click.echo)  # fmt: skip
 
 
 @main.command()
@@ -775,6 +785,9 @@ def demo(out_dir: Path, clips: int, jobs: int | None, epochs: int, quiet: bool) 
         f"{u['valence_mean'][1]:+.2f} labelled), arousal CCC {u['arousal_ccc']:.3f} (mean "
         f"{u['arousal_mean'][0]:+.2f} predicted, {u['arousal_mean'][1]:+.2f} labelled)"
     )
+    if u["valence_ccc_raw"] is not None:
+        click.echo(f"  without the run's post-processing (--postprocess off): valence CCC {u['valence_ccc_raw']:.3f}, "
+                   f"arousal CCC {u['arousal_ccc_raw']:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

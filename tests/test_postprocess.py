@@ -144,3 +144,23 @@ def test_predict_evaluate_and_stream_apply_the_runs_chain_and_off_leaves_it_out(
     assert "before the run's post-processing (valence: mean of 5 rows, 3 rows later, rescaled; arousal: nothing" in (
         r.output
     )
+
+
+def test_a_finished_run_fits_its_chain_on_its_validation_clips(small_run, demo_features, tmp_path):
+    """fit_run (what `mmemo train` and the demo do at the end): the chain fitted on the validation clips' whole-clip
+    predictions of best.pt, saved; its validation CCC never below the raw one; per-clip labels fit nothing."""
+    import json
+    import shutil
+
+    from mmemo.pipeline.postprocess import POSTPROCESS_FILE, fit_run
+
+    run_dir = shutil.copytree(small_run, tmp_path / "run")
+    val = json.loads((run_dir / "config.json").read_text())["val_clips"]
+    said = []
+    post = fit_run(run_dir, demo_features, val, "frame", log=said.append)
+    assert PostProcess.load(run_dir) == post
+    for c in post.chains():
+        assert c.ccc_after >= c.ccc_before
+    assert said[0].startswith(f"post-processing fitted on {len(val)} validation clip(s): valence CCC")
+    assert fit_run(run_dir, demo_features, val, "clip", log=said.append) is None
+    assert not (run_dir / POSTPROCESS_FILE).exists() and said[-1] == "post-processing: not fitted (labels per clip)"

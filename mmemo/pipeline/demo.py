@@ -25,6 +25,7 @@ from mmemo.data.labels import DIMENSIONS, align, read_labels
 from mmemo.media.synth import write_media
 from mmemo.pipeline.extract import extract_corpus
 from mmemo.pipeline.metrics import ccc
+from mmemo.pipeline.postprocess import fit_run
 from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
 from mmemo.pipeline.train import Trainer
 
@@ -147,6 +148,7 @@ def train_demo(out: str | os.PathLike, *, epochs: int = 40, log: Callable[[str],
     cfg = TrainConfig(epochs=epochs, batch_size=4, max_seq_len=150, workers=0, group_by="speaker", patience=8)
     with Trainer(out / "features", out / "run", cfg, DEMO_MODEL, log=log, progress=progress) as trainer:
         history = trainer.fit()
+    fit_run(out / "run", out / "features", [c.clip_id for c in trainer.val_clips], trainer.target, log=log)
     return history.loc[history["mean_ccc"].idxmax()], trainer
 
 
@@ -156,12 +158,17 @@ def predict_unseen(out: str | os.PathLike, seconds: float = 12.0) -> dict:
     out = Path(out)
     corpus = make_demo_corpus(out / "unseen", n_clips=1, seconds=seconds, seed=99)
     clip = corpus / "speaker0" / "clip00.mp4"
-    pred = predict_clip(load_run(out / "run"), clip)
+    run = load_run(out / "run")
+    pred = predict_clip(run, clip)
     (out / "unseen.csv").write_text(format_prediction(pred, "csv"))
     plot_prediction(pred, out / "unseen.png")
     table = read_labels(corpus / "labels.csv")
     truth = align(table.for_clip("speaker0/clip00"), table.kind, len(pred.table), FPS)
     m = truth.mask
+    raw = None
+    if run.post is not None:  # the same clip without the run's post-processing: what the chain bought
+        run.post = None
+        raw = predict_clip(run, clip).table
     return {
         "clip": clip,
         "frames": len(pred.table),
@@ -170,4 +177,8 @@ def predict_unseen(out: str | os.PathLike, seconds: float = 12.0) -> dict:
         "png": out / "unseen.png",
         **{f"{d}_ccc": ccc(pred.table[d].to_numpy()[m], getattr(truth, d)[m]) for d in DIMENSIONS},
         **{f"{d}_mean": (float(pred.table[d].mean()), float(np.mean(getattr(truth, d)[m]))) for d in DIMENSIONS},
+        **{
+            f"{d}_ccc_raw": ccc(raw[d].to_numpy()[m], getattr(truth, d)[m]) if raw is not None else None
+            for d in DIMENSIONS
+        },  # fmt: skip
     }
