@@ -419,10 +419,10 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     if trainer.is_main:
         click.echo(f"{trainer.best_text()}; checkpoints in {trainer.run_dir}")
         if postprocess == "on":
-            from mmemo.pipeline.postprocess import fit_run
+            from mmemo.pipeline.evaluate import fit_run_postprocess
 
-            fit_run(trainer.run_dir, features_dir, [c.clip_id for c in trainer.val_clips], trainer.target,
-                    log=click.echo)  # fmt: skip
+            val = [c.clip_id for c in trainer.val_clips]
+            fit_run_postprocess(trainer.run_dir, features_dir, val, trainer.target, log=click.echo)
 
 
 @main.command()

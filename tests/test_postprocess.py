@@ -152,15 +152,16 @@ def test_a_finished_run_fits_its_chain_on_its_validation_clips(small_run, demo_f
     import json
     import shutil
 
-    from mmemo.pipeline.postprocess import POSTPROCESS_FILE, fit_run
+    from mmemo.pipeline.evaluate import fit_run_postprocess
+    from mmemo.pipeline.postprocess import POSTPROCESS_FILE
 
     run_dir = shutil.copytree(small_run, tmp_path / "run")
     val = json.loads((run_dir / "config.json").read_text())["val_clips"]
     said = []
-    post = fit_run(run_dir, demo_features, val, "frame", log=said.append)
+    post = fit_run_postprocess(run_dir, demo_features, val, "frame", log=said.append)
     assert PostProcess.load(run_dir) == post
     for c in post.chains():
         assert c.ccc_after >= c.ccc_before
     assert said[0].startswith(f"post-processing fitted on {len(val)} validation clip(s): valence CCC")
-    assert fit_run(run_dir, demo_features, val, "clip", log=said.append) is None
+    assert fit_run_postprocess(run_dir, demo_features, val, "clip", log=said.append) is None
     assert not (run_dir / POSTPROCESS_FILE).exists() and said[-1] == "post-processing: not fitted (labels per clip)"

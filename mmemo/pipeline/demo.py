@@ -23,9 +23,9 @@ import pandas as pd
 from mmemo.config import ExtractConfig, TrainConfig
 from mmemo.data.labels import DIMENSIONS, align, read_labels
 from mmemo.media.synth import write_media
+from mmemo.pipeline.evaluate import fit_run_postprocess
 from mmemo.pipeline.extract import extract_corpus
 from mmemo.pipeline.metrics import ccc
-from mmemo.pipeline.postprocess import fit_run
 from mmemo.pipeline.predict import format_prediction, load_run, plot_prediction, predict_clip
 from mmemo.pipeline.train import Trainer
 
@@ -148,7 +148,7 @@ def train_demo(out: str | os.PathLike, *, epochs: int = 40, log: Callable[[str],
     cfg = TrainConfig(epochs=epochs, batch_size=4, max_seq_len=150, workers=0, group_by="speaker", patience=8)
     with Trainer(out / "features", out / "run", cfg, DEMO_MODEL, log=log, progress=progress) as trainer:
         history = trainer.fit()
-    fit_run(out / "run", out / "features", [c.clip_id for c in trainer.val_clips], trainer.target, log=log)
+    fit_run_postprocess(out / "run", out / "features", [c.clip_id for c in trainer.val_clips], trainer.target, log=log)
     return history.loc[history["mean_ccc"].idxmax()], trainer
 
 

@@ -32,7 +32,9 @@ from mmemo.data.shards import read_clip
 from mmemo.errors import MmemoError
 from mmemo.pipeline.metrics import clip_ccc, evaluate, mae, pcc, rmse
 from mmemo.pipeline.plots import pyplot
-from mmemo.pipeline.predict import Run, infer, prepare_inputs
+from mmemo.pipeline.postprocess import POSTPROCESS_FILE, PostProcess
+from mmemo.pipeline.postprocess import fit as fit_postprocess
+from mmemo.pipeline.predict import Run, infer, load_run, prepare_inputs
 
 # Settings that change the numbers of a feature: a features directory must agree with the run on all of them.
 # (frame_codec only changes how frames are stored; the features list is checked by name.)
@@ -224,3 +226,34 @@ def _traces(ev: Evaluation, path: Path, n: int = 2) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- at the end of a run
+def fit_run_postprocess(run_dir: str | Path, features_dir: str | Path, val_clips: list[str], target: str,
+                        log=print) -> PostProcess | None:  # fmt: skip
+    """Fit the chain of a finished run (its best.pt) on its validation clips' whole-clip predictions and save it
+    as ``RUN_DIR/postprocess.json``; returns it, or None when there is nothing to fit on: no validation clip, or
+    labels per clip (``target`` "clip": a clip's rows share one value, nothing to smooth or delay)."""
+    path = Path(run_dir) / POSTPROCESS_FILE
+    if target != "frame" or not val_clips:
+        path.unlink(missing_ok=True)  # an older run's chain would not describe this one
+        why = "labels per clip" if target != "frame" else "no validation clips"
+        log(f"post-processing: not fitted ({why})")
+        return None
+    run = load_run(run_dir)
+    run.post = None  # the model's own outputs
+    wanted = set(val_clips)
+    shards = [c.path for c in load_corpus(features_dir, min_clips=1).clips if c.clip_id in wanted]
+    clips = []
+    for shard in shards:
+        p = predict_shard(run, shard)
+        clips.append((p.pred, np.nan_to_num(p.truth), p.mask))
+    post = fit_postprocess(clips, run.extract_cfg.fps)
+    post.save(run_dir)
+    words = "; ".join(
+        f"{d} CCC {c.ccc_before:.3f} -> {c.ccc_after:.3f} ({c.describe()})"
+        for d, c in zip(DIMENSIONS, post.chains(), strict=True)
+        if c.ccc_before is not None
+    )
+    log(f"post-processing fitted on {len(shards)} validation clip(s): {words or 'nothing to fit'}")
+    return post

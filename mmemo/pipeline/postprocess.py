@@ -224,38 +224,3 @@ def fit(clips: list[tuple[np.ndarray, np.ndarray, np.ndarray]], fps: int = 25) -
     """The chain from validation clips, each (pred (T, 2), gold (T, 2), mask (T,) bool), valence then arousal."""
     per_dim = [fit_dimension([(p[:, d], g[:, d], m) for p, g, m in clips], fps) for d in range(2)]
     return PostProcess(per_dim[0], per_dim[1], fps)
-
-
-# ------------------------------------------------------------------------------------------- at the end of a run
-def fit_run(run_dir: str | Path, features_dir: str | Path, val_clips: list[str], target: str,
-            log=print) -> PostProcess | None:  # fmt: skip
-    """Fit the chain of a finished run (its best.pt) on its validation clips' whole-clip predictions and save it
-    as ``RUN_DIR/postprocess.json``; returns it, or None when there is nothing to fit on: no validation clip, or
-    labels per clip (``target`` "clip": a clip's rows share one value, nothing to smooth or delay)."""
-    from mmemo.data.features_dir import load_corpus
-    from mmemo.pipeline.evaluate import predict_shard
-    from mmemo.pipeline.predict import load_run
-
-    path = Path(run_dir) / POSTPROCESS_FILE
-    if target != "frame" or not val_clips:
-        path.unlink(missing_ok=True)  # an older run's chain would not describe this one
-        why = "labels per clip" if target != "frame" else "no validation clips"
-        log(f"post-processing: not fitted ({why})")
-        return None
-    run = load_run(run_dir)
-    run.post = None  # the model's own outputs
-    wanted = set(val_clips)
-    shards = [c.path for c in load_corpus(features_dir, min_clips=1).clips if c.clip_id in wanted]
-    clips = []
-    for shard in shards:
-        p = predict_shard(run, shard)
-        clips.append((p.pred, np.nan_to_num(p.truth), p.mask))
-    post = fit(clips, run.extract_cfg.fps)
-    post.save(run_dir)
-    words = "; ".join(
-        f"{d} CCC {c.ccc_before:.3f} -> {c.ccc_after:.3f} ({c.describe()})"
-        for d, c in zip(DIMENSIONS, post.chains(), strict=True)
-        if c.ccc_before is not None
-    )
-    log(f"post-processing fitted on {len(shards)} validation clip(s): {words or 'nothing to fit'}")
-    return post
