@@ -336,8 +336,9 @@ def _print_summary(summary) -> None:
 @click.option("--patience", type=click.IntRange(1, None), help="Epochs without a better validation CCC [8; 15 small].")
 @click.option("--group-by", metavar="COLUMN", help="Labels-table column kept whole on one side of the split.")
 @click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    help="Share of groups held out for early stopping [0.2; 0.1 for small corpora].",
+    "--val-fraction", type=click.FloatRange(0, 1, max_open=True),
+    help="Share of groups held out for early stopping [0.2; 0.1 for small corpora; with --folds, 0 for small "
+    "corpora labelled per clip]; 0: none, train on every clip and keep the last epoch.",
 )  # fmt: skip
 @click.option("--seed", type=int, default=TRAIN.seed, show_default=True)
 @click.option(
@@ -370,6 +371,10 @@ def _print_summary(summary) -> None:
 )  # fmt: skip
 @click.option("--seeds", type=click.IntRange(1, None), default=1, show_default=True, help="--folds: repetitions.")
 @click.option(
+    "--ensemble", type=click.IntRange(1, None), default=1, show_default=True,
+    help="--folds: transformers trained per fold (seeds seed + 1000 j), their predictions averaged.",
+)  # fmt: skip
+@click.option(
     "--target", type=click.Choice(TARGETS), default=TRAIN.target, show_default=True,
     help="Loss on every labelled frame, or on each clip's mean (auto: clip when every clip is labelled per clip).",
 )  # fmt: skip
@@ -381,8 +386,8 @@ def _print_summary(summary) -> None:
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int | None, batch_size: int,
           lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
-          dropout: float | None, quiet: bool, progress: str, folds: int | None, seeds: int, target: str,
-          no_frame_cache: bool, visual: str, postprocess: str) -> None:  # fmt: skip
+          dropout: float | None, quiet: bool, progress: str, folds: int | None, seeds: int, ensemble: int,
+          target: str, no_frame_cache: bool, visual: str, postprocess: str) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
@@ -403,7 +408,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
         from mmemo.pipeline.crossval import cross_validate, format_markdown
 
         summary = cross_validate(features_dir, run_dir or resume_dir, cfg, model, folds=folds, seeds=seeds,
-                                 log=click.echo, progress=bars)  # fmt: skip
+                                 log=click.echo, progress=bars, ensemble=ensemble)  # fmt: skip
         click.echo(format_markdown(summary))
         return
     from mmemo.pipeline.train import Trainer

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mmemo.cli import main
 from mmemo.errors import ConfigError
-from mmemo.pipeline.crossval import grouped_folds, ridge_fit, score
+from mmemo.pipeline.crossval import ensemble_predict, grouped_folds, margin, margin_text, ridge_fit, score
 
 
 def test_folds_never_split_a_group_and_are_balanced():
@@ -36,6 +36,14 @@ def test_training_mean_scores_ccc_zero():
         s = score(const, truth, masks, level)
         assert s["valence"]["ccc"] == 0.0 and s["arousal"]["ccc"] == 0.0
         assert np.isnan(s["valence"]["pcc"])
+    # float32 labels (as shards hold them): the float32 mean of -0.25070405 repeated 148 times is -0.2507041, over
+    # 135 rows -0.25070393, 1.3e-6 apart relative: no longer "constant" unless clip means are taken in float64.
+    lengths = (37, 38, 40, 148, 156, 135, 39, 89, 91)
+    rng = np.random.default_rng(0)
+    truth32 = [rng.uniform(-1, 1, size=(n, 2)).astype(np.float32) for n in lengths]
+    const32 = [np.broadcast_to(np.float32([-0.25070405, 0.01278572]), t.shape) for t in truth32]
+    s = score(const32, truth32, [np.ones(n, bool) for n in lengths], "clip")
+    assert s["valence"]["ccc"] == 0.0 and np.isnan(s["valence"]["pcc"]) and np.isnan(s["arousal"]["pcc"])
     # by hand, frame level: valence truth 0.1 0.5 0.9 -0.4 0.2 -> RMSE of 0.3 against it
     t = np.array([0.1, 0.5, 0.9, -0.4, 0.2])
     assert score(const, truth, masks, "frame")["valence"]["rmse"] == pytest.approx(np.sqrt(np.mean((t - 0.3) ** 2)))
@@ -103,3 +111,99 @@ def test_cross_validation_end_to_end_and_resume(demo_features, tmp_path):
 def test_too_many_folds_is_one_clear_line(demo_features, tmp_path):
     r = CliRunner().invoke(main, ["train", str(demo_features), "--out", str(tmp_path / "x"), "--folds", "5", *ARGS])
     assert r.exit_code == 1 and "only 4 group(s)" in r.output
+
+
+def _table(cells: dict) -> pd.DataFrame:
+    """Rows of a folds.csv from {(seed, fold): (transformer CCC, ridge CCC)}, valence only."""
+    rows = []
+    for (seed, fold), (t, r) in cells.items():
+        rows += [{"seed": seed, "fold": fold, "model": "transformer", "dimension": "valence", "ccc": t},
+                 {"seed": seed, "fold": fold, "model": "ridge", "dimension": "valence", "ccc": r}]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_margin_is_the_mean_difference_over_seeds_against_its_std():
+    """By hand: per-seed differences (0.1 + 0.3) / 2 = 0.2, (0.0 + 0.2) / 2 = 0.1, (0.3 + 0.3) / 2 = 0.3; their
+    mean 0.2, sample std 0.1; 0.2 > 0.1 beats. Paired over the six folds: 5 won, one tie (not a win)."""
+    cells = {(0, 0): (0.5, 0.4), (0, 1): (0.6, 0.3), (1, 0): (0.4, 0.4), (1, 1): (0.7, 0.5),
+             (2, 0): (0.8, 0.5), (2, 1): (0.9, 0.6)}  # fmt: skip
+    m = margin(_table(cells), "valence")
+    assert m["per_seed"] == pytest.approx([0.2, 0.1, 0.3])
+    assert m["mean"] == pytest.approx(0.2) and m["seed_std"] == pytest.approx(0.1)
+    d = np.array([0.1, 0.3, 0.0, 0.2, 0.3, 0.3])
+    assert m["paired_mean"] == pytest.approx(d.mean(), abs=1e-4)
+    assert m["paired_std"] == pytest.approx(d.std(ddof=1), abs=1e-4)
+    assert (m["wins"], m["n"], m["beats"]) == (5, 6, True)
+    assert "+0.200 (per seed +0.200 +0.100 +0.300; std over seeds 0.100; 5/6 folds won)" in margin_text("valence", m)
+    # Noisier seeds (0.0, 0.6): mean 0.3, std 0.42: the mean is within the seed-to-seed noise.
+    cells = {(0, 0): (0.5, 0.5), (0, 1): (0.5, 0.5), (1, 0): (0.9, 0.3), (1, 1): (0.9, 0.3)}
+    m = margin(_table(cells), "valence")
+    assert m["mean"] == pytest.approx(0.3) and m["seed_std"] == pytest.approx(np.std([0.0, 0.6], ddof=1), abs=1e-4)
+    assert m["beats"] is False and "does not beat ridge" in margin_text("valence", m)
+    # One seed: no seed-to-seed noise, no verdict.
+    m = margin(_table({(0, 0): (0.5, 0.4), (0, 1): (0.6, 0.3)}), "valence")
+    assert m["beats"] is None and m["seed_std"] is None and "one seed" in margin_text("valence", m)
+
+
+def test_ensemble_averages_its_members(demo_features, tmp_path):
+    """Two copies of one model predict what it predicts; two different models predict the mean of the two."""
+    from conftest import save_untrained_run
+
+    from mmemo.data.features_dir import load_corpus
+    from mmemo.pipeline.evaluate import predict_shard
+    from mmemo.pipeline.predict import load_run
+
+    shard = load_corpus(demo_features).clips[0].path
+    a = load_run(save_untrained_run(tmp_path / "a", seed=0))
+    b = load_run(save_untrained_run(tmp_path / "b", seed=1))
+    pa, pb = predict_shard(a, shard).pred, predict_shard(b, shard).pred
+    assert not np.allclose(pa, pb)
+    np.testing.assert_allclose(ensemble_predict([a, a], shard), pa, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ensemble_predict([a, b], shard), (pa + pb) / 2, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(ensemble_predict([a], shard), pa)
+
+
+def test_val_fraction_zero_trains_on_every_clip_and_keeps_the_last_epoch(demo_features, tmp_path):
+    import torch
+
+    from mmemo.config import TrainConfig
+    from mmemo.pipeline.train import Trainer
+
+    cfg = TrainConfig(epochs=2, batch_size=4, workers=0, max_seq_len=40, val_fraction=0)
+    lines: list[str] = []
+    with Trainer(demo_features, tmp_path / "run", cfg, {"hidden": 16, "layers": 1, "heads": 2}, log=lines.append,
+                 progress=False) as t:  # fmt: skip
+        history = t.fit()
+    assert len(t.train_clips) == 8 and t.val_clips == []
+    assert any("no validation clips" in line for line in lines)
+    assert list(history["epoch"]) == [1, 2] and history["val_loss"].isna().all()  # no early stop, no validation
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert best["epoch"] == last["epoch"] == 2
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    assert t.best_text() == "no validation: best.pt is epoch 2"
+    assert (tmp_path / "run" / "learning_curves.png").exists()
+
+
+@pytest.mark.slow
+def test_cross_validation_with_an_ensemble_per_fold(demo_features, tmp_path):
+    """2 folds x 1 seed with 2 transformers per fold (no validation share): each member's run kept under the
+    fold, trained on every clip of the other fold with its own seed; the margin in results.json, no verdict."""
+    from mmemo.config import TrainConfig
+    from mmemo.pipeline.crossval import MEMBER_SEED_STEP, cross_validate
+
+    cfg = TrainConfig(epochs=1, batch_size=4, workers=0, max_seq_len=50, val_fraction=0)
+    out = tmp_path / "cv"
+    doc = cross_validate(demo_features, out, cfg, {"hidden": 16, "layers": 1, "heads": 2}, folds=2, ensemble=2,
+                         log=lambda s: None)  # fmt: skip
+    for k in (0, 1):
+        seeds = []
+        for j in (0, 1):
+            run = json.loads((out / "seed0" / f"fold{k}" / f"member{j}" / "config.json").read_text())
+            assert len(run["train_clips"]) == 4 and run["val_clips"] == []  # the other fold's 4 clips, all trained
+            seeds.append(run["train"]["seed"])
+            assert (out / "seed0" / f"fold{k}" / f"member{j}" / "member.json").exists()  # kept on a resume
+        assert seeds == [0, MEMBER_SEED_STEP]
+    assert doc["ensemble"] == 2 and set(doc["margin"]) == {"valence", "arousal"}
+    assert doc["margin"]["valence"]["n"] == 2 and doc["margin"]["valence"]["beats"] is None
+    assert "one seed" in (out / "results.md").read_text()

@@ -7,8 +7,10 @@ speakers). Each seed repeats the whole protocol with another shuffle and another
 
 In each fold the transformer trains on the other folds, holding ``val_fraction`` of their groups out for early
 stopping (the test fold is never looked at until the best checkpoint is chosen), then predicts the test fold's
-clips through ``prepare_inputs`` + ``infer``, the path of ``mmemo predict`` and ``mmemo evaluate``. Two reference
-baselines are scored on the very same folds:
+clips through ``prepare_inputs`` + ``infer``, the path of ``mmemo predict`` and ``mmemo evaluate``. A small corpus
+(under ``SMALL_CORPUS_S`` of media) labelled per clip gets no validation share unless one is asked for
+(``CV_SMALL_VAL_FRACTION``): the transformer trains on every training clip for the whole schedule and keeps its
+last epoch, what ``mmemo train --val-fraction 0`` does. Two reference baselines are scored on the very same folds:
 
 - **training mean**: every test frame gets the mean label of the training clips. A constant prediction has no
   covariance with the truth, so its CCC is 0 by construction: the floor a model must clear.
@@ -16,10 +18,14 @@ baselines are scored on the very same folds:
   audio feature column, and of 4x4 RGB thumbnails of the frames when there is video), standardised on the
   training clips, the penalty chosen from a grid by leave-one-out error on the training clips (closed form).
 
+With ``ensemble`` M > 1, each fold trains M transformers (``seed<S>/fold<K>/member<j>/``, each with its own seed:
+initialisation, validation share, augmentations) and the transformer's prediction is the mean of theirs.
+
 Scores: for corpora labelled per clip, one value per clip (the mean of the model's frame predictions against the
 clip's label); for time-continuous labels, pooled over all labelled frames of the fold. CCC, PCC and RMSE per
 dimension, per fold and seed (``folds.csv``), summarised as mean +- std over all folds x seeds
-(``results.json``, ``results.md``). Every fold's run directory is kept (``seed<S>/fold<K>/``); a fold whose
+(``results.json``, ``results.md``), with the transformer's margin over ridge (``margin``: does it beat ridge by
+more than the seed-to-seed noise?). Every fold's run directory is kept (``seed<S>/fold<K>/``); a fold whose
 ``result.json`` exists is not trained again, so an interrupted cross-validation resumes where it stopped.
 """
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 from collections.abc import Callable
@@ -36,18 +43,25 @@ import numpy as np
 import pandas as pd
 
 from mmemo import atomic
-from mmemo.config import TrainConfig
+from mmemo.config import SMALL_CORPUS_S, TrainConfig
 from mmemo.data.dataset import pool_frames
-from mmemo.data.features_dir import LabelledCorpus, clip_groups, label_columns, load_corpus, split
+from mmemo.data.features_dir import LabelledCorpus, clip_groups, label_columns, load_corpus, media_seconds
 from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import ClipData, read_clip
 from mmemo.errors import ConfigError
 from mmemo.pipeline.evaluate import predict_shard
 from mmemo.pipeline.metrics import ccc, pcc, rmse
 from mmemo.pipeline.predict import load_run
-from mmemo.pipeline.train import Trainer
+from mmemo.pipeline.train import Trainer, train_val_split
 
 MODELS = ("transformer", "ridge", "mean")
+# A small corpus (under SMALL_CORPUS_S of media) labelled per clip is cross-validated without a validation share:
+# each fold's transformer trains on every training clip for the whole schedule and keeps its last epoch. Early
+# stopping on the 3-5 labels a validation share holds picked epochs by noise (docs/training.md, "Real data: what
+# was tried"). Time-continuous labels give a validation share hundreds of labelled rows: they keep theirs.
+CV_SMALL_VAL_FRACTION = 0.0
+# Seed offset between the members of a fold's ensemble: far from the protocol's own seeds (seed, seed + 1, ...).
+MEMBER_SEED_STEP = 1000
 RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 5))
 
 
@@ -127,9 +141,9 @@ def ridge_fit(X: np.ndarray, Y: np.ndarray, alphas=RIDGE_ALPHAS) -> tuple[np.nda
 # ---------------------------------------------------------------------------------------------------- scores
 def score(preds: list[np.ndarray], truths: list[np.ndarray], masks: list[np.ndarray], level: str) -> dict:
     """CCC, PCC, RMSE per dimension: per clip (frame mean vs the clip's label) or pooled over labelled frames."""
-    if level == "clip":
-        p = np.stack([x[m].mean(0) for x, m in zip(preds, masks, strict=True)])
-        t = np.stack([y[m].mean(0) for y, m in zip(truths, masks, strict=True)])
+    if level == "clip":  # in float64: float32 means of one repeated value differ by more than rounding allows
+        p = np.stack([np.asarray(x[m], np.float64).mean(0) for x, m in zip(preds, masks, strict=True)])
+        t = np.stack([np.asarray(y[m], np.float64).mean(0) for y, m in zip(truths, masks, strict=True)])
     else:
         p = np.concatenate([x[m] for x, m in zip(preds, masks, strict=True)])
         t = np.concatenate([y[m] for y, m in zip(truths, masks, strict=True)])
@@ -146,10 +160,16 @@ def cross_validate(
     *,
     folds: int = 5,
     seeds: int = 1,
+    ensemble: int = 1,
     log: Callable[[str], None] = print,
     progress: bool = False,
 ) -> dict:
-    """Run the protocol of the module docstring; returns the summary written to ``out_dir/results.json``."""
+    """Run the protocol of the module docstring; returns the summary written to ``out_dir/results.json``.
+
+    ``ensemble``: transformers trained per fold (each with its own seed and validation share), their predictions
+    averaged; 1 is a single model."""
+    if ensemble < 1:
+        raise ConfigError(f"ensemble {ensemble}: at least one model per fold")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     corpus = load_corpus(features_dir)
@@ -162,11 +182,17 @@ def cross_validate(
         stats.append(clip_statistics(clip, names))
         targets.append((np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool)))
     data = _Data(corpus, np.stack(stats), targets, level)
+    small = media_seconds(corpus.clips, corpus.extract_cfg.fps) < SMALL_CORPUS_S
+    if cfg.val_fraction is None and small and level == "clip":  # the test fold is the held-out set
+        cfg = dataclasses.replace(cfg, val_fraction=CV_SMALL_VAL_FRACTION)
     log(
         f"{folds}-fold cross-validation x {seeds} seed(s) on {len(corpus.clips)} clips, "
         + (f"grouped by {column} ({len(set(keys))} groups)" if column else "each clip its own group")
         + f"; scored per {level}"
-    )
+        + (f"; {ensemble} transformers per fold, predictions averaged" if ensemble > 1 else "")
+        + ("; no validation share: each fold's transformer trains on every training clip for the whole schedule"
+           if cfg.val_fraction == 0 else "")
+    )  # fmt: skip
     rows = []
     for s in range(seeds):
         seed = cfg.seed + s
@@ -178,7 +204,7 @@ def cross_validate(
                 log(f"seed {seed} fold {k}: done before ({done})")
                 continue
             fold_cfg = dataclasses.replace(cfg, seed=seed, group_by=column)
-            fold_rows = _run_fold(features_dir, fold_dir, fold_cfg, model_overrides, data, test_idx, progress)
+            fold_rows = _run_fold(features_dir, fold_dir, fold_cfg, model_overrides, data, test_idx, progress, ensemble)
             atomic.write_text(done, json.dumps(fold_rows, indent=1) + "\n")  # its existence marks the fold done
             rows += fold_rows
             c = {(r["model"], r["dimension"]): r["ccc"] for r in fold_rows}
@@ -189,7 +215,16 @@ def cross_validate(
             )
     table = pd.DataFrame(rows)
     table.to_csv(out / "folds.csv", index=False)
-    summary = summarise(table, folds=folds, seeds=seeds, level=level, group=column, n_clips=len(corpus.clips))
+    summary = summarise(
+        table,
+        folds=folds,
+        seeds=seeds,
+        level=level,
+        group=column,
+        n_clips=len(corpus.clips),
+        ensemble=ensemble,
+        val_fraction=cfg.val_fraction,
+    )
     atomic.write_json(out / "results.json", summary)
     atomic.write_text(out / "results.md", format_markdown(summary) + "\n")
     return summary
@@ -204,21 +239,34 @@ class _Data:
 
 
 def _run_fold(features_dir, fold_dir: Path, cfg: TrainConfig, model_overrides: dict | None, data: _Data,
-              test_idx: list[int], progress: bool) -> list[dict]:  # fmt: skip
-    """Train on the other folds (early stopping on a grouped share of them), score the three models on this one."""
+              test_idx: list[int], progress: bool, ensemble: int = 1) -> list[dict]:  # fmt: skip
+    """Train on the other folds (early stopping on a grouped share of them), score the three models on this one.
+
+    With ``ensemble`` M > 1 the fold trains M transformers in ``fold_dir/member<j>/``, member j with seed
+    ``seed + MEMBER_SEED_STEP * j`` (another initialisation, another validation share, other augmentations), and
+    the transformer's prediction of a test clip is the mean of theirs (``ensemble_predict``)."""
     clips, targets = data.corpus.clips, data.targets
     test = set(test_idx)
     train_idx = [i for i in range(len(clips)) if i not in test]
-    train, val = split(dataclasses.replace(data.corpus, clips=[clips[i] for i in train_idx]), cfg)
-    with Trainer(features_dir, fold_dir, cfg, model_overrides, log=lambda m: None, progress=progress,
-                 clips=(train, val), plots=False) as trainer:  # fmt: skip
-        trainer.fit()
-    run = load_run(fold_dir)  # its best.pt: the epoch chosen on the validation share, never on the test fold
+    fold_corpus = dataclasses.replace(data.corpus, clips=[clips[i] for i in train_idx])
+    runs = []
+    for j in range(ensemble):
+        member_cfg = dataclasses.replace(cfg, seed=cfg.seed + MEMBER_SEED_STEP * j)
+        member_dir = fold_dir if ensemble == 1 else fold_dir / f"member{j}"
+        train, val = train_val_split(fold_corpus, member_cfg)
+        done = member_dir / "member.json"  # a member trained to the end: an interrupted ensemble keeps it
+        if ensemble == 1 or not done.exists():
+            with Trainer(features_dir, member_dir, member_cfg, model_overrides, log=lambda m: None,
+                         progress=progress, clips=(train, val), plots=False) as trainer:  # fmt: skip
+                trainer.fit()
+            if ensemble > 1:
+                atomic.write_json(done, {"seed": member_cfg.seed, "epochs": trainer.epoch})
+        runs.append(load_run(member_dir))  # its best.pt: chosen on its validation share, never on the test fold
     labelled = [targets[i][0][targets[i][1]] for i in train_idx]
-    mean = np.concatenate(labelled).mean(0)
+    mean = np.concatenate(labelled).astype(np.float64).mean(0)
     W, b, alpha = ridge_fit(data.stats[train_idx], np.stack([y.mean(0) for y in labelled]))
     preds = {
-        "transformer": [predict_shard(run, clips[i].path).pred for i in test_idx],
+        "transformer": [ensemble_predict(runs, clips[i].path) for i in test_idx],
         "ridge": [np.broadcast_to(data.stats[i] @ W + b, targets[i][0].shape) for i in test_idx],
         "mean": [np.broadcast_to(mean, targets[i][0].shape) for i in test_idx],
     }
@@ -231,8 +279,14 @@ def _run_fold(features_dir, fold_dir: Path, cfg: TrainConfig, model_overrides: d
     return rows
 
 
+def ensemble_predict(runs: list, shard: str | os.PathLike) -> np.ndarray:
+    """(T, 2): the mean of the runs' frame predictions for one extracted clip (one run: its own prediction)."""
+    return np.mean([predict_shard(run, shard).pred for run in runs], axis=0)
+
+
 def summarise(table: pd.DataFrame, **info) -> dict:
-    """mean and std (over folds x seeds) of each metric, per model and dimension."""
+    """mean and std (over folds x seeds) of each metric, per model and dimension; with ``margin``, the
+    transformer's CCC against ridge's (``summary["margin"][dimension]``)."""
     result: dict = {**info, "models": {}}
     for model in MODELS:
         sub = table[table["model"] == model]
@@ -241,7 +295,38 @@ def summarise(table: pd.DataFrame, **info) -> dict:
             d: {m: {"mean": _r(x[m].mean()), "std": _r(x[m].std(ddof=0))} for m in ("ccc", "pcc", "rmse")}
             for d, x in per_dim.items()
         }
+    result["margin"] = {d: margin(table, d) for d in DIMENSIONS}
     return result
+
+
+def margin(table: pd.DataFrame, dimension: str, a: str = "transformer", b: str = "ridge", metric: str = "ccc") -> dict:
+    """Does model ``a`` beat model ``b`` by more than the seed-to-seed noise? (docs/training.md)
+
+    Each seed is one complete repetition of the protocol (its own folds and initialisations), so the unit of
+    noise is the seed: ``d_s`` = the mean over seed s's folds of (a - b), the paired difference on the same test
+    clips. ``a`` beats ``b`` when the mean of ``d_s`` over seeds exceeds the standard deviation of ``d_s`` over
+    seeds (sample std, n - 1); with one seed there is no seed-to-seed noise to compare with, so no verdict
+    (``beats`` None). Also given: the paired differences over all folds x seeds (mean, std, how many ``a`` won).
+
+    Returns:
+        {"per_seed": [d_s, ...], "mean", "seed_std", "paired_mean", "paired_std", "wins", "n", "beats"}
+    """
+    rows = table[(table["dimension"] == dimension) & table["model"].isin((a, b))]
+    wide = rows.pivot_table(index=["seed", "fold"], columns="model", values=metric)
+    diff = (wide[a] - wide[b]).dropna()
+    per_seed = diff.groupby(level="seed").mean()
+    mean = float(per_seed.mean()) if len(per_seed) else math.nan
+    seed_std = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan
+    return {
+        "per_seed": [_r(v) for v in per_seed],
+        "mean": _r(mean),
+        "seed_std": _r(seed_std),
+        "paired_mean": _r(diff.mean()),
+        "paired_std": _r(diff.std(ddof=1)) if len(diff) > 1 else None,
+        "wins": int((diff > 0).sum()),
+        "n": len(diff),
+        "beats": None if not math.isfinite(seed_std) else bool(mean > seed_std),
+    }
 
 
 def _r(v: float) -> float | None:
@@ -267,4 +352,22 @@ def format_markdown(summary: dict) -> str:
                 v = dims[d][m]
                 cells.append("n/a" if v["mean"] is None else f"{v['mean']:.3f} +- {v['std'] or 0:.3f}")
         lines.append(f"| {label[model]} | " + " | ".join(cells) + " |")
+    if summary.get("margin"):
+        lines.append("")
+        lines += [margin_text(d, m) for d, m in summary["margin"].items()]
     return "\n".join(lines)
+
+
+def margin_text(dimension: str, m: dict) -> str:
+    """One line: the transformer's CCC minus ridge's, per seed and overall, and the verdict of ``margin``."""
+    if m["mean"] is None:
+        return f"{dimension}: transformer - ridge CCC undefined"
+    seeds = " ".join(f"{v:+.3f}" for v in m["per_seed"] if v is not None)
+    text = f"{dimension}: transformer - ridge CCC {m['mean']:+.3f} (per seed {seeds}"
+    if m["beats"] is None:
+        return text + f"; {m['wins']}/{m['n']} folds won): one seed, no seed-to-seed noise to compare with"
+    verdict = "beats ridge by more than" if m["beats"] else "does not beat ridge by more than"
+    return text + (
+        f"; std over seeds {m['seed_std']:.3f}; {m['wins']}/{m['n']} folds won): the transformer "
+        f"{verdict} the seed-to-seed noise"
+    )

@@ -40,7 +40,7 @@ from mmemo.data.dataset import (
     feature_stats,
     to_device,
 )
-from mmemo.data.features_dir import ClipRef, load_corpus, media_seconds, split, val_fraction
+from mmemo.data.features_dir import ClipRef, LabelledCorpus, load_corpus, media_seconds, split, val_fraction
 from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import open_shard
 from mmemo.errors import ConfigError, MmemoError
@@ -186,6 +186,14 @@ def _resumed_config(ckpt: dict, cfg: TrainConfig, given: Collection[str], model:
     return dataclasses.replace(saved, **changes)
 
 
+def train_val_split(corpus: LabelledCorpus, cfg: TrainConfig) -> tuple[list[ClipRef], list[ClipRef]]:
+    """(train, validation) clips: ``split``'s seeded, grouped split, or with ``val_fraction`` 0 every clip for
+    training and none for validation (no early stopping: the run ends with the schedule)."""
+    if cfg.val_fraction == 0:
+        return list(corpus.clips), []
+    return split(corpus, cfg)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -234,7 +242,7 @@ class Trainer:
             cfg = _resumed_config(ckpt, cfg, given, model_overrides or {}, last)
         seed_everything(cfg.seed)
         self.corpus = load_corpus(features_dir)
-        self.train_clips, self.val_clips = clips if clips is not None else split(self.corpus, cfg)
+        self.train_clips, self.val_clips = clips if clips is not None else train_val_split(self.corpus, cfg)
         labelled_s = media_seconds(self.train_clips, self.corpus.extract_cfg.fps)
         small = labelled_s < SMALL_CORPUS_S
         # A small corpus makes a handful of steps an epoch: more epochs and more patience (validation is noisy).
@@ -247,11 +255,15 @@ class Trainer:
         kinds = {self.corpus.label_kinds.get(c.clip_id) for c in self.train_clips}
         self.target = cfg.target if cfg.target != "auto" else ("clip" if kinds == {"clip"} else "frame")
         # Early stopping and best.pt follow the validation mean CCC; where the validation labels cannot give one,
-        # the validation loss, so that a run always ends with a usable best.pt.
-        reason = unscorable(self.val_clips, self.target)
-        self.score_by = "ccc" if reason is None else "loss"
+        # the validation loss, so that a run always ends with a usable best.pt. Without validation clips
+        # (val_fraction 0) there is nothing to compare: every epoch is saved as best.pt, the last one stays.
+        reason = unscorable(self.val_clips, self.target) if self.val_clips else None
+        self.score_by = "last" if not self.val_clips else "ccc" if reason is None else "loss"
         if reason:
             self.log(f"validation CCC is undefined ({reason}): epochs are compared by validation loss")
+        if not self.val_clips:
+            self.log(f"no validation clips (val_fraction {cfg.val_fraction}): training on every clip for "
+                     f"{cfg.epochs} epochs; best.pt is the last epoch")  # fmt: skip
         ecfg = self.corpus.extract_cfg
         self.feature_names = list(ecfg.features)
         if ckpt is not None:
@@ -283,7 +295,7 @@ class Trainer:
             self.val_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=False,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video, frame_cache=cache,
             visual=self.visual,
-        )  # fmt: skip
+        ) if self.val_clips else None  # fmt: skip
         per_rank = math.ceil(len(self.train_set) / self.world)
         steps = max(5, cfg.epochs * math.ceil(per_rank / cfg.batch_size))
         # OneCycleLR divides by (pct_start * steps - 1): keep the warm-up at least two steps long on tiny runs.
@@ -536,6 +548,11 @@ class Trainer:
                 metrics[f"{dim}_ccc_of_means"] = ccc(np.array(p_), np.array(t_))
         return val_loss, metrics, preds
 
+    def _no_validation(self) -> tuple[float, dict[str, float], dict]:
+        """What ``validate`` gives without validation clips: NaN loss and metrics (the same columns), no traces."""
+        empty = evaluate([], [])
+        return math.nan, {f"{d}_{k}": v for d in DIMENSIONS for k, v in empty.items()}, {}
+
     def fit(self, stop_after: int | None = None) -> pd.DataFrame:
         """Train until done (or until epoch ``stop_after``, as if killed then); returns RUN_DIR/metrics.csv."""
         history_path = self.run_dir / "metrics.csv"
@@ -549,14 +566,16 @@ class Trainer:
         while self.epoch < last and self.bad_epochs < self.cfg.patience:
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
-            val_loss, metrics, preds = self.validate()
+            val_loss, metrics, preds = self.validate() if self.val_set is not None else self._no_validation()
             self.epoch += 1
             key = "ccc_of_means" if self.target == "clip" else "ccc"
-            cccs = [v for v in (metrics[f"valence_{key}"], metrics[f"arousal_{key}"]) if np.isfinite(v)]
+            cccs = [v for v in (metrics.get(f"valence_{key}", math.nan), metrics.get(f"arousal_{key}", math.nan))
+                    if np.isfinite(v)]  # fmt: skip
             mean_ccc = float(np.mean(cccs)) if cccs else math.nan
             score = mean_ccc if self.score_by == "ccc" else -val_loss  # higher is better
             score = score if math.isfinite(score) else -math.inf
-            improved = score > self.best or not math.isfinite(self.best)  # the first epoch is the best so far
+            # the first epoch is the best so far; without validation, each epoch replaces the one before
+            improved = score > self.best or not math.isfinite(self.best) or self.score_by == "last"
             if improved:
                 self.best, self.bad_epochs = score, 0
             else:
@@ -583,6 +602,8 @@ class Trainer:
 
     def best_text(self) -> str:
         """The best validation score so far, in words."""
+        if self.score_by == "last":
+            return f"no validation: best.pt is epoch {self.epoch}"
         if self.score_by == "loss":
             return f"best validation loss {-self.best:.4f}"
         return f"best validation mean CCC {self.best:.3f}"
@@ -612,6 +633,8 @@ class Trainer:
         from mmemo.pipeline.plots import learning_curves, traces
 
         learning_curves(history, self.run_dir / "learning_curves.png")
+        if not preds:  # no validation clips to draw
+            return
         names = [c.clip_id for c in self.val_clips]
         traces(preds, names, self.run_dir / "val_traces.png", fps=self.corpus.extract_cfg.fps)
 
