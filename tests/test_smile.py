@@ -239,7 +239,8 @@ def test_train_one_epoch_with_egemaps(demo: Path, tmp_path: Path) -> None:
     from mmemo.pipeline.extract import extract_corpus
     from mmemo.pipeline.train import Trainer
 
-    cfg = ExtractConfig(features=resolve_features("+egemaps"), faces=False)
+    # 56-px frames (the small model pools them to 28): the test is about the audio columns, not the pictures
+    cfg = ExtractConfig(features=resolve_features("+egemaps"), faces=False, frame_size=56)
     extract_corpus(demo / "corpus", tmp_path / "f", cfg, jobs=1, progress=False, log=lambda s: None)
     run = tmp_path / "run"
     with Trainer(tmp_path / "f", run, TrainConfig(epochs=1, batch_size=4, workers=0, max_seq_len=40), SMALL,
