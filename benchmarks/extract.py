@@ -343,18 +343,7 @@ def bench_profile(clips: list[Clip]) -> None:
     import extract_profile
 
     say("\n## 2c. Where extraction's CPU time goes (benchmarks/extract_profile.py; one process, in line)\n")
-    totals: dict[bool, dict[str, float]] = {False: {}, True: {}}
-    for c in clips:
-        for faces in (False, True):
-            r = extract_profile.profile_clip(c.path, faces, threads=1)
-            t = totals[faces]
-            for k, v in {**r["stages"], "whole process": r["cpu"], "media_s": r["media_s"]}.items():
-                t[k] = t.get(k, 0.0) + v
-    say(f"{'CPU s per media minute':28s} {'faces off':>10s} {'faces on':>10s}")
-    for k in totals[True]:
-        if k != "media_s":
-            off, on = (totals[f].get(k, 0.0) * 60 / totals[f]["media_s"] for f in (False, True))
-            say(f"{k:28s} {off:10.2f} {on:10.2f}")
+    say(extract_profile.format_table(extract_profile.profile_clips([c.path for c in clips], [False, True])))
 
 
 def bench_memory(work: Path, memory: dict[str, Clip], repeat: int) -> list[dict]:

@@ -177,33 +177,45 @@ def report(r: dict) -> None:
         print(f"  {stage:24s} {s:7.2f} {s * per_min:11.2f} {100 * s / max(r['profiled'], 1e-9):5.0f}%")
 
 
+def profile_clips(paths: list[Path], settings: list[bool], threads: int = 1, each=None) -> dict[bool, dict[str, float]]:
+    """CPU seconds per media minute of each stage and of the whole process ("whole process"), over all ``paths``,
+    for each faces setting; ``each`` (optional) sees every clip's result (``profile_clip``) as it comes."""
+    totals: dict[bool, dict[str, float]] = {f: {} for f in settings}
+    for path in paths:
+        for faces in settings:
+            r = profile_clip(path, faces, threads)
+            if each is not None:
+                each(r)
+            t = totals[faces]
+            for k, v in {**r["stages"], "whole process": r["cpu"], "media_s": r["media_s"]}.items():
+                t[k] = t.get(k, 0.0) + v
+    return {f: {k: v * 60 / t["media_s"] for k, v in t.items() if k != "media_s"} for f, t in totals.items()}
+
+
+def format_table(per_minute: dict[bool, dict[str, float]]) -> str:
+    """The stages down, the faces settings across (``profile_clips``'s figures)."""
+    settings = list(per_minute)
+    lines = [
+        f"{'CPU s per media minute':28s} " + " ".join(f"{'faces ' + ('on' if f else 'off'):>10s}" for f in settings)
+    ]
+    for k in per_minute[settings[0]]:
+        lines.append(f"{k:28s} " + " ".join(f"{per_minute[f][k]:10.2f}" for f in settings))
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="+", type=Path, help="media files (extracted one at a time, nothing kept)")
     ap.add_argument("--faces", choices=("on", "off", "both"), default="both")
     ap.add_argument("--threads", type=int, default=1, help="decoder threads (default 1: see the docstring)")
     args = ap.parse_args()
-    settings = {"on": [True], "off": [False], "both": [False, True]}[args.faces]
-    totals: dict[bool, dict[str, float]] = {}
-    media = 0.0
     for path in args.clips:
         if not path.is_file():
             sys.exit(f"{path}: no such file")
-        for faces in settings:
-            r = profile_clip(path, faces, args.threads)
-            report(r)
-            t = totals.setdefault(faces, {"cpu": 0.0, "media_s": 0.0})
-            t["cpu"] += r["cpu"]
-            t["media_s"] += r["media_s"]
-            for k, v in r["stages"].items():
-                t[k] = t.get(k, 0.0) + v
-        media += r["media_s"]
-    print("\nall clips, CPU seconds per media minute:")
-    keys = [k for k in totals[settings[0]] if k not in ("cpu", "media_s")]
-    print(f"  {'stage':24s} " + " ".join(f"{'faces ' + ('on' if f else 'off'):>10s}" for f in settings))
-    for k in [*keys, "cpu"]:
-        label = "whole process" if k == "cpu" else k
-        print(f"  {label:24s} " + " ".join(f"{totals[f][k] * 60 / totals[f]['media_s']:10.2f}" for f in settings))
+    settings = {"on": [True], "off": [False], "both": [False, True]}[args.faces]
+    per_minute = profile_clips(args.clips, settings, args.threads, each=report)
+    print("\nall clips:")
+    print(format_table(per_minute))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from mmemo.config import (
     GOLD_METHODS,
     LABEL_FORMATS,
     LOSSES,
+    PREVIEW_MODES,
     PROGRESS_MODES,
     QUANTIZE_MODES,
     TARGETS,
@@ -626,7 +627,7 @@ def evaluate(features_dir: Path, run_dir: Path, checkpoint: str, out_dir: Path |
     help="Where the clips' media are, if the corpus moved since `mmemo extract` (default: the recorded corpus).",
 )  # fmt: skip
 @click.option(
-    "--previews", type=click.Choice(["auto", "all"]), default="auto", show_default=True,
+    "--previews", type=click.Choice(PREVIEW_MODES), default=PREVIEW_MODES[0], show_default=True,
     help="auto: copy the media browsers play and make a small MP4 of the rest; all: a small MP4 for every clip.",
 )  # fmt: skip
 @click.option(

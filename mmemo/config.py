@@ -27,6 +27,8 @@ EXPORT_FORMATS = ("pt2", "onnx", "torchscript")
 QUANTIZE_MODES = ("int8",)  # `mmemo export --format onnx --quantize int8` (onnxruntime's quantisation tools)
 # What `mmemo predict --engine` runs: the PyTorch model of the checkpoint, or one of the run's exported files.
 ENGINES = ("torch", "pt2", "onnx", "onnx-int8", "torchscript")
+# `mmemo report --previews`: auto: the original where browsers play it, a small MP4 otherwise; all: one for every clip
+PREVIEW_MODES = ("auto", "all")
 # The audio features `mmemo extract` computes unless told otherwise: every librosa-based one registered in
 # mmemo.features.audio, in registry order; openSMILE's sets (egemaps, compare: an optional extra) are asked for
 # with --features +egemaps.

@@ -44,28 +44,44 @@ def _rank(rank: int, port: int, out: str) -> None:
     norm = MaskedBatchNorm(D)
     norm.sync = True
     half = slice(2 * rank, 2 * rank + 2)
-    got = _run(norm, x[half], mask[half])
-    for k in ("gw", "gb"):  # DDP averages parameter gradients over ranks; here: summed, as one process would
+    _save_rank(_run(norm, x[half], mask[half]), out, rank)
+
+
+def _save_rank(got: dict, out: str, rank: int) -> None:
+    """Sum the parameter gradients over ranks (DDP averages them; summed, as one process would get them), save this
+    rank's results for the test process, leave the group."""
+    import torch.distributed as dist
+
+    for k in ("gw", "gb"):
         dist.all_reduce(got[k])
     torch.save(got, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
-def test_two_ranks_on_gloo_equal_one_process_on_the_whole_batch(tmp_path, monkeypatch):
+def _two_ranks(target, tmp_path, monkeypatch) -> list[dict]:
+    """Run ``target(rank, port, out)`` in two spawned processes on gloo; their saved results."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = str(tmp_path / "rank")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))  # the spawned ranks import this test module
-    mp.start_processes(_rank, args=(port, out), nprocs=2, join=True, start_method="spawn")
-    x, mask = _batch()
-    whole = _run(MaskedBatchNorm(D), x, mask)
-    parts = [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
+    mp.start_processes(target, args=(port, out), nprocs=2, join=True, start_method="spawn")
+    return [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
+
+
+def _assert_halves_equal_whole(parts: list[dict], whole: dict) -> None:
     torch.testing.assert_close(torch.cat([p["y"] for p in parts]), whole["y"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.cat([p["gx"] for p in parts]), whole["gx"], rtol=1e-4, atol=1e-5)
     for k in ("gw", "gb", "mean", "var"):
         for p in parts:
             torch.testing.assert_close(p[k], whole[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_two_ranks_on_gloo_equal_one_process_on_the_whole_batch(tmp_path, monkeypatch):
+    parts = _two_ranks(_rank, tmp_path, monkeypatch)
+    x, mask = _batch()
+    whole = _run(MaskedBatchNorm(D), x, mask)
+    _assert_halves_equal_whole(parts, whole)
     # without the reduction each rank normalises by its own half: not the same numbers
     alone = _run(MaskedBatchNorm(D), x[:2], mask[:2])
     assert not torch.allclose(alone["y"], whole["y"][:2], atol=1e-3)
@@ -88,27 +104,12 @@ def _rank2d(rank: int, port: int, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     net = global_batch_norms(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))
-    got = _run2d(net[0], _frames()[2 * rank : 2 * rank + 2])
-    for k in ("gw", "gb"):
-        dist.all_reduce(got[k])
-    torch.save(got, f"{out}.{rank}")
-    dist.destroy_process_group()
+    _save_rank(_run2d(net[0], _frames()[2 * rank : 2 * rank + 2]), out, rank)
 
 
 def test_the_frame_cnns_batch_norm_takes_the_global_batch_on_gloo(tmp_path, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = str(tmp_path / "rank")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
-    mp.start_processes(_rank2d, args=(port, out), nprocs=2, join=True, start_method="spawn")
-    whole = _run2d(torch.nn.BatchNorm2d(3), _frames())
-    parts = [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
-    torch.testing.assert_close(torch.cat([p["y"] for p in parts]), whole["y"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(torch.cat([p["gx"] for p in parts]), whole["gx"], rtol=1e-4, atol=1e-5)
-    for k in ("gw", "gb", "mean", "var"):
-        for p in parts:
-            torch.testing.assert_close(p[k], whole[k], rtol=1e-5, atol=1e-5, msg=k)
+    parts = _two_ranks(_rank2d, tmp_path, monkeypatch)
+    _assert_halves_equal_whole(parts, _run2d(torch.nn.BatchNorm2d(3), _frames()))
     # without a process group it is BatchNorm2d itself, and its state dict is unchanged by the conversion
     plain = torch.nn.Sequential(torch.nn.BatchNorm2d(3))
     converted = global_batch_norms(torch.nn.Sequential(torch.nn.BatchNorm2d(3)))

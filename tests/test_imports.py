@@ -108,7 +108,8 @@ def test_spec_parsing_and_file_lookup(tmp_path):
     assert ImportSpec.parse(f"w2v:audio={tmp_path / 'of'}").side == "audio"
     assert spec.file_for("spk1/take1", "take1") == tmp_path / "of" / "spk1" / "take1.csv"  # by clip id
     assert spec.file_for("clips/video2", "video2") == tmp_path / "of" / "video2.csv"  # by the file's stem
-    assert import_stream(spec, "nothing", "nothing", 10, 25) is None  # no file: the caller notes it
+    assert spec.file_for("nothing", "nothing") is None
+    assert import_stream(None, 10, 25, "au") is None  # no file: the caller notes it
     for bad, message in ((f"au:face={tmp_path}", "side 'face' is not audio or video"),
                          ("au", "expected NAME=DIR"), (f"9x={tmp_path}", "must start with a letter"),
                          (f"au={tmp_path / 'none'}", "is not a directory")):  # fmt: skip

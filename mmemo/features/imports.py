@@ -87,6 +87,7 @@ class ImportStream:
     columns: list[str]
     kind: str  # "openface", "csv" or "npy"
     notes: list[str]
+    file: Path  # the file read
 
 
 def read_table(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], str]:
@@ -203,14 +204,14 @@ def to_grid(
     return out, mask
 
 
-def import_stream(spec: ImportSpec, clip_id: str, stem: str, n_rows: int, fps: int) -> ImportStream | None:
-    """The clip's stream of ``spec`` on ``n_rows`` grid rows, or None when the clip has no file (a note's job)."""
-    path = spec.file_for(clip_id, stem)
+def import_stream(path: Path | None, n_rows: int, fps: int, name: str) -> ImportStream | None:
+    """The stream of import ``name`` from the clip's file ``path`` (``ImportSpec.file_for``) on ``n_rows`` grid
+    rows, or None when the clip has no file (a note's job)."""
     if path is None:
         return None
     t, values, usable, cols, kind = read_table(path)
     out, mask = to_grid(t, values, usable, n_rows, fps)
     notes = []
     if not mask.any():
-        notes.append(f"{path}: import {spec.name}: no usable row on the clip's {n_rows} rows")
-    return ImportStream(out, mask, cols, kind, notes)
+        notes.append(f"{path}: import {name}: no usable row on the clip's {n_rows} rows")
+    return ImportStream(out, mask, cols, kind, notes, path)

@@ -13,6 +13,7 @@ Both move slowly and independently over each clip, and ``labels.csv`` gives them
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -159,16 +160,18 @@ def predict_unseen(out: str | os.PathLike, seconds: float = 12.0) -> dict:
     corpus = make_demo_corpus(out / "unseen", n_clips=1, seconds=seconds, seed=99)
     clip = corpus / "speaker0" / "clip00.mp4"
     run = load_run(out / "run")
-    pred = predict_clip(run, clip)
+    post, run.post = run.post, None
+    pred = predict_clip(run, clip)  # the model's own rows, decoded and run once
+    raw = None
+    if post is not None:  # the run's post-processing on those rows (what predict gives); the raw kept for scoring
+        raw = pred.table
+        y = post.apply(raw[["valence", "arousal"]].to_numpy())
+        pred = dataclasses.replace(pred, table=raw.assign(valence=y[:, 0], arousal=y[:, 1]))
     (out / "unseen.csv").write_text(format_prediction(pred, "csv"))
     plot_prediction(pred, out / "unseen.png")
     table = read_labels(corpus / "labels.csv")
     truth = align(table.for_clip("speaker0/clip00"), table.kind, len(pred.table), FPS)
     m = truth.mask
-    raw = None
-    if run.post is not None:  # the same clip without the run's post-processing: what the chain bought
-        run.post = None
-        raw = predict_clip(run, clip).table
     return {
         "clip": clip,
         "frames": len(pred.table),

@@ -93,7 +93,8 @@ def clip_key(src: ClipSource, cfg: ExtractConfig, label_rows: pd.DataFrame | Non
         "labels": "" if label_rows is None else pd.util.hash_pandas_object(label_rows, index=False).sum().item(),
     }
     if imports:  # each import's file (or its absence): a file added, changed or removed extracts the clip again
-        parts["imports"] = [(i.name, str(_import_file(i, src)), _file_stamp(_import_file(i, src))) for i in imports]
+        files = [(i.name, _import_file(i, src)) for i in imports]
+        parts["imports"] = [(name, str(f), _file_stamp(f)) for name, f in files]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -157,7 +158,7 @@ def extract_clip(
                 w.truncate_rows(S.AUDIO_FEATURES, T)
                 w.write(S.AUDIO_MASK, dec.audio_mask, np.bool_)
             for spec in imports:
-                stream = import_stream(spec, src.clip_id, src.path.stem, T, cfg.fps)
+                stream = import_stream(_import_file(spec, src), T, cfg.fps, spec.name)
                 if stream is None:  # no file: the stream is there, masked, and the clip says so
                     names = " and ".join(f"{b}.csv|.npy" for b in dict.fromkeys((src.clip_id, src.path.stem)))
                     dec.warnings.append(f"{src.clip_id}: no file for import {spec.name} in {spec.directory} "
@@ -166,7 +167,7 @@ def extract_clip(
                     continue
                 dec.warnings.extend(f"{src.clip_id}: {n}" for n in stream.notes)
                 w.write_import(spec.name, spec.side, stream.values, stream.mask, stream.columns, stream.kind,
-                               str(_import_file(spec, src)))  # fmt: skip
+                               str(stream.file))  # fmt: skip
             label_kind = ""
             if labels is not None:
                 rows, kind, origin = labels

@@ -39,13 +39,13 @@ import numpy as np
 import pandas as pd
 
 from mmemo import __version__, atomic
+from mmemo.config import PREVIEW_MODES
 from mmemo.data.features_dir import RECORD, check_relative, read_manifest
 from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MediaError, MmemoError
 from mmemo.media.grid import best_stream, ffmpeg_reason, stream_start
 
 PREVIEW_HEIGHT = 360
-PREVIEW_MODES = ("auto", "all")  # auto: the original where browsers play it; all: a preview for every clip
 # What Chromium and Firefox both play, by container family (PyAV's format name) and codec (canonical name).
 _MP4 = "mov,mp4,m4a,3gp,3g2,mj2"
 _PLAYABLE = {
