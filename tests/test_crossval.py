@@ -99,6 +99,7 @@ def test_cross_validation_end_to_end_and_resume(demo_features, tmp_path):
             assert (out / f"seed{seed}" / f"fold{k}" / "best.pt").exists()
     doc = json.loads((out / "results.json").read_text())
     assert doc["folds"] == 2 and doc["seeds"] == 2 and doc["group"] == "speaker" and doc["level"] == "frame"
+    assert doc["val_fraction"] != 0  # frame labels: the default validation share stays
     assert doc["models"]["mean"]["valence"]["ccc"] == {"mean": 0.0, "std": 0.0}
     assert (out / "results.md").read_text().count("|") > 20
     r = CliRunner().invoke(
@@ -207,3 +208,32 @@ def test_cross_validation_with_an_ensemble_per_fold(demo_features, tmp_path):
     assert doc["ensemble"] == 2 and set(doc["margin"]) == {"valence", "arousal"}
     assert doc["margin"]["valence"]["n"] == 2 and doc["margin"]["valence"]["beats"] is None
     assert "one seed" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_small_corpus_labelled_per_clip_cross_validates_without_a_validation_share(tmp_path):
+    """Labels one per clip on a corpus of a few minutes at most: each fold's transformer trains on every training
+    clip (the test fold is the held-out set), while a frame-labelled corpus keeps its validation share
+    (``test_cross_validation_end_to_end_and_resume``)."""
+    from mmemo.config import ExtractConfig, TrainConfig
+    from mmemo.pipeline.crossval import cross_validate
+    from mmemo.pipeline.demo import make_demo_corpus
+    from mmemo.pipeline.extract import extract_corpus
+
+    make_demo_corpus(tmp_path / "corpus", n_clips=4, seconds=2.0)
+    (tmp_path / "corpus/labels.csv").write_text(
+        "clip,valence,arousal\n"
+        + "".join(f"speaker{k}/clip{k:02d},{0.2 * k - 0.3},{0.1 - 0.2 * k}\n" for k in range(4))
+    )
+    features = tmp_path / "features"
+    extract_corpus(tmp_path / "corpus", features, ExtractConfig(faces=False), jobs=1, progress=False,
+                   log=lambda s: None)  # fmt: skip
+    lines: list[str] = []
+    cfg = TrainConfig(epochs=1, batch_size=4, workers=0, max_seq_len=50)  # val_fraction left to the default
+    doc = cross_validate(features, tmp_path / "cv", cfg, {"hidden": 16, "layers": 1, "heads": 2}, folds=2,
+                         log=lines.append)  # fmt: skip
+    assert doc["level"] == "clip" and doc["val_fraction"] == 0
+    assert "no validation share" in lines[0]
+    for k in (0, 1):
+        run = json.loads((tmp_path / "cv" / "seed0" / f"fold{k}" / "config.json").read_text())
+        assert run["val_clips"] == [] and len(run["train_clips"]) == 2
