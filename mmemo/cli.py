@@ -61,6 +61,18 @@ def _parse_features(value: str | None) -> tuple[str, ...] | None:
 
 
 # ------------------------------------------------------------------------------------------- shared options
+def _parse_imports(value: str | None) -> tuple[str, ...] | None:
+    """``--imports``: None (every import), "none" (none) or comma-separated names."""
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return ()
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise click.BadParameter(f"{value!r}: give NAME,NAME or none", param_hint="--imports")
+    return names
+
+
 def _quiet(help_text: str):
     return click.option("--quiet", "-q", is_flag=True, help=help_text)
 
@@ -380,6 +392,11 @@ def _print_summary(summary) -> None:
     help="Loss on every labelled frame, or on each clip's mean (auto: clip when every clip is labelled per clip).",
 )  # fmt: skip
 @click.option(
+    "--imports", "imports", metavar="NAME,NAME|none",
+    help="Which --import streams of FEATURES_DIR the model reads (video side: beside the frame; audio side: in the "
+    "audio features) [every one it holds]; none: none.",
+)  # fmt: skip
+@click.option(
     "--postprocess", type=click.Choice(["on", "off"]), default="on", show_default=True,
     help="At the end, fit the AVEC post-processing (smoothing, delay, bias and scale) on the validation clips "
     "(RUN_DIR/postprocess.json; predict, evaluate and --stream apply it). Time-continuous labels only.",
@@ -388,7 +405,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
           lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
           dropout: float | None, quiet: bool, progress: str, folds: int | None, seeds: int, ensemble: int,
-          target: str, no_frame_cache: bool, visual: str, postprocess: str) -> None:  # fmt: skip
+          target: str, no_frame_cache: bool, visual: str, imports: str | None, postprocess: str) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
@@ -399,7 +416,7 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
                       group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
                       augment=not no_augment, max_seq_len=max_seq_len, target=target,
-                      frame_cache=not no_frame_cache, visual=visual)  # fmt: skip
+                      frame_cache=not no_frame_cache, visual=visual, imports=_parse_imports(imports))  # fmt: skip
     sizes = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
     model = {k: v for k, v in sizes.items() if v is not None}  # the rest: the Trainer's size rule
     from mmemo.pipeline.progress import resolve_mode
@@ -475,11 +492,16 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     help="torch: the checkpoint's PyTorch model; pt2, onnx, onnx-int8, torchscript: the run's file of `mmemo export` "
     "(best.pt2, best.onnx, best.int8.onnx, best.torchscript.pt, read with its sidecar JSON, no checkpoint).",
 )  # fmt: skip
+@click.option(
+    "--import", "imports", multiple=True, metavar="NAME=PATH",
+    help="An --import stream the model reads (repeatable): the directory given to `mmemo extract` (each clip's "
+    "file found as extraction finds it), or one clip's .csv / .npy file.",
+)  # fmt: skip
 @_postprocess
 def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path | None, fmt: str,
             plot: Path | None, html_out: Path | None, source: str | None, realtime: bool, every_hop: bool, hop: float,
             context: float, input_format: str | None, input_option: tuple[str, ...], engine: str,
-            postprocess: str) -> None:  # fmt: skip
+            imports: tuple[str, ...], postprocess: str) -> None:  # fmt: skip
     """Valence and arousal, 25 rows per second, for each CLIP (a media file or a directory of them).
 
     With --stream SOURCE: one line per hop (CSV or JSON lines) on standard output, as the source plays: media
@@ -487,11 +509,21 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
     output never falls further and further behind. Exit code 1 when any clip failed (the others are still
     predicted and written) or the stream broke.
     """
-    from mmemo.pipeline.predict import format_prediction, open_run, output_names, plot_prediction, predict_clip
+    from mmemo.features.imports import ImportSpec
+    from mmemo.pipeline.predict import (
+        check_import_specs,
+        format_prediction,
+        open_run,
+        output_names,
+        plot_prediction,
+        predict_clip,
+    )
 
     if source is not None:
         if clips:
             raise click.UsageError("give CLIP... or --stream SOURCE, not both")
+        if imports:
+            raise click.UsageError("--import is for recorded clips: a live source has no imported features")
         options = {}
         for kv in input_option:
             if "=" not in kv:
@@ -511,11 +543,15 @@ def predict(clips: tuple[Path, ...], run_dir: Path, checkpoint: str, out: Path |
         raise click.UsageError("--plot FILE.png is for one clip; give a directory to get one PNG per clip")
     if html_out is not None and len(sources) > 1 and html_out.suffix:
         raise click.UsageError("--html FILE.html is for one clip; give a directory to get one page per clip")
+    specs = [ImportSpec.parse(x, files=True) for x in imports]
+    if len(sources) > 1 and any(s.is_file for s in specs):
+        raise click.UsageError(f"{len(sources)} clips: give --import NAME=DIRECTORY (a file is one clip's)")
     run = open_run(run_dir, checkpoint, engine, postprocess == "on")
+    check_import_specs(run, specs)
     failed = 0
     for path, audio_path, name in sources:
         try:
-            pred = predict_clip(run, path, audio_path)
+            pred = predict_clip(run, path, audio_path, specs, clip_id=name)
         except MmemoError as e:  # one clip's failure: said, counted, and the other clips go on
             click.echo(f"error: {e}", err=True)
             failed += 1

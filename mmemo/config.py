@@ -216,8 +216,13 @@ class TrainConfig(Serialisable):
     # less to read than 224-px frames): the loader was what a GPU waited for.
     frame_cache: bool = True
     visual: str = "auto"  # one of VISUAL_INPUTS
+    # Which of the features directory's --import streams the model reads: None every one of them (a user who
+    # extracted with --import expects it used), () none, or these names.
+    imports: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.imports is not None:  # JSON gives a list back
+            object.__setattr__(self, "imports", tuple(str(n) for n in self.imports))
         if self.visual not in VISUAL_INPUTS:
             raise ConfigError(f"visual {self.visual!r} is not one of {', '.join(VISUAL_INPUTS)}")
         if self.target not in TARGETS:

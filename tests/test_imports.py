@@ -165,3 +165,17 @@ def test_extract_stores_an_import_per_clip_and_masks_a_clip_without_its_file(tmp
     assert "0 extracted, 1 up to date, 1 failed" in r.output
     r = _extract(corpus, "--out", out, "--import", f"au:face={of}")
     assert r.exit_code != 0 and "side 'face' is not audio or video" in r.output
+
+
+def test_a_spec_for_prediction_may_name_one_clips_file(tmp_path):
+    """`mmemo predict --import NAME=FILE`: the file is the clip's, whatever its name; extraction wants a directory."""
+    f = tmp_path / "whatever.csv"
+    f.write_text("time,a\n0,1\n")
+    spec = ImportSpec.parse(f"au={f}", files=True)
+    assert spec.is_file and spec.file_for("clip", "clip") == f
+    assert not ImportSpec.parse(f"au={tmp_path}", files=True).is_file
+    with pytest.raises(ConfigError, match="is not a directory"):
+        ImportSpec.parse(f"au={f}")
+    (tmp_path / "x.txt").write_text("")
+    with pytest.raises(ConfigError, match=r"x.txt is not a .csv or .npy file"):
+        ImportSpec.parse(f"au={tmp_path / 'x.txt'}", files=True)

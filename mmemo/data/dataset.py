@@ -37,8 +37,16 @@ from torch.utils.data import DataLoader, Dataset
 from mmemo import atomic
 from mmemo.data import schema as S
 from mmemo.data.features_dir import ClipRef, check_relative
-from mmemo.data.shards import face_rows, has_faces, open_shard, read_faces, read_frames
-from mmemo.errors import MmemoError
+from mmemo.data.shards import (
+    face_rows,
+    has_faces,
+    import_columns,
+    open_shard,
+    read_faces,
+    read_frames,
+    read_import,
+)
+from mmemo.errors import ConfigError, MmemoError, SchemaError
 
 
 @dataclass(frozen=True)
@@ -57,26 +65,179 @@ class Augment:
     stretch: float = 0.1  # time stretch of the whole window by a factor in [1 - s, 1 + s]
 
 
+class _Moments:
+    """Running per-column sums of rows (float64), for a mean and a standard deviation over many shards."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.sq: np.ndarray | None = None
+        self.n = 0
+
+    def add(self, x: np.ndarray) -> None:
+        """x (N, D): rows to count (only the real ones: the caller masks)."""
+        x = np.asarray(x, np.float64)
+        if self.total is None:
+            self.total, self.sq = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        self.total += x.sum(0)
+        self.sq += (x**2).sum(0)
+        self.n += len(x)
+
+    def result(self, dim: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) float32 (D,); a constant column gets std 1 (standardising it must not divide by 0)."""
+        if self.n == 0 or self.total is None:
+            return np.zeros(dim, np.float32), np.ones(dim, np.float32)
+        mean = self.total / self.n
+        std = np.sqrt(np.maximum(self.sq / self.n - mean**2, 0.0))
+        return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
 def feature_stats(clips: list[ClipRef], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and std (D,) of the concatenated features over rows that hold audio (training split)."""
-    total = sq = None
-    n = 0
+    acc = _Moments()
     for c in clips:
         with open_shard(c.path) as h5:
             if S.AUDIO not in h5:
                 continue
             m = h5[S.AUDIO_MASK][()]
-            x = np.concatenate([h5[S.feature_path(k)][()] for k in names], axis=1)[m].astype(np.float64)
-        if total is None:
-            total, sq = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-        total += x.sum(0)
-        sq += (x**2).sum(0)
-        n += len(x)
-    if n == 0:
-        return np.zeros(0, np.float32), np.ones(0, np.float32)
-    mean = total / n
-    std = np.sqrt(np.maximum(sq / n - mean**2, 0.0))
-    return mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+            acc.add(np.concatenate([h5[S.feature_path(k)][()] for k in names], axis=1)[m])
+    return acc.result()
+
+
+# ------------------------------------------------------------------------------------------------ imported streams
+@dataclass(frozen=True)
+class ImportInput:
+    """One ``--import`` stream as the model reads it: its name, the branch it feeds (``side`` "audio" or "video"),
+    its columns and their standardisation statistics (mean, std (D,) float32) over the training split's unmasked
+    rows. Saved in the checkpoint (``to_dict``), so that serving builds the same inputs alone."""
+
+    name: str
+    side: str
+    columns: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+    def to_dict(self) -> dict:
+        """Plain data (lists of floats: float32 values survive the round trip exactly)."""
+        return {"name": self.name, "side": self.side, "columns": list(self.columns),
+                "mean": [float(x) for x in self.mean], "std": [float(x) for x in self.std]}  # fmt: skip
+
+    @staticmethod
+    def from_dict(d: dict) -> ImportInput:
+        mean, std = np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32)
+        cols = tuple(str(c) for c in d["columns"])
+        if str(d["side"]) not in ("audio", "video") or not (mean.shape == std.shape == (len(cols),)):
+            raise ValueError(f"import {d.get('name')!r}: side {d.get('side')!r}, {len(cols)} columns, "
+                             f"statistics of shape {mean.shape} / {std.shape}")  # fmt: skip
+        return ImportInput(str(d["name"]), str(d["side"]), cols, mean, std)
+
+
+def side_imports(imports: list[ImportInput], side: str) -> list[ImportInput]:
+    """The imports of one side, in the recorded order (the order of their columns in the model's input)."""
+    return [i for i in imports if i.side == side]
+
+
+def import_width(imports: list[ImportInput], side: str) -> int:
+    """Columns the imports of ``side`` add to the model's input: their values, then one presence column each."""
+    mine = side_imports(imports, side)
+    return sum(len(i.columns) for i in mine) + len(mine)
+
+
+def import_stats(imports: list[ImportInput], side: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) (import_width,) of the side's block: the imports' own statistics for their values, 0 / 1 for
+    the presence columns (a 0/1 column stays 0/1 after standardisation)."""
+    mine = side_imports(imports, side)
+    k = len(mine)
+    mean = np.concatenate([i.mean for i in mine] + [np.zeros(k, np.float32)]).astype(np.float32)
+    std = np.concatenate([i.std for i in mine] + [np.ones(k, np.float32)]).astype(np.float32)
+    return mean, std
+
+
+def import_gates(imports: list[ImportInput], side: str) -> np.ndarray:
+    """(import_width,) int64: for each value column of the side's block, the index (in the block) of its import's
+    presence column; -1 for the presence columns themselves. An exported model zeroes a masked row's values with
+    it (``mmemo.pipeline.export``), whatever finite numbers the caller put there."""
+    mine = side_imports(imports, side)
+    n_values = sum(len(i.columns) for i in mine)
+    gates = [n_values + j for j, i in enumerate(mine) for _ in i.columns]
+    return np.array(gates + [-1] * len(mine), np.int64)
+
+
+def import_block(
+    imports: list[ImportInput], side: str, streams: dict[str, tuple[np.ndarray, np.ndarray]], n: int, where: str
+) -> np.ndarray:
+    """The side's imports for ``n`` rows as the model's raw input block, (n, import_width) float32: each import's
+    values (masked rows hold the import's training mean, so that standardisation makes them 0: nothing made up),
+    then one presence column per import (1 where its file had a usable row, 0 where masked).
+
+    Args:
+        streams: name -> (values (n, D) float32 NaN where masked, or (n, 0) for a clip without the file; mask (n,)).
+        where: the shard or file named by the one-line error for a stream of the wrong width.
+    """
+    mine = side_imports(imports, side)
+    values, presence = [], []
+    for imp in mine:
+        v, m = streams[imp.name]
+        m = np.asarray(m, bool)
+        if v.shape[1] not in (0, len(imp.columns)):
+            raise SchemaError(f"{where}: import {imp.name} has {v.shape[1]} columns, but the model reads "
+                              f"{len(imp.columns)} ({', '.join(imp.columns[:4])}...)")  # fmt: skip
+        block = np.broadcast_to(imp.mean, (n, len(imp.columns))).copy()
+        if m.any():
+            block[m] = v[m]
+        values.append(block)
+        presence.append(m.astype(np.float32)[:, None])
+    if not mine:
+        return np.zeros((n, 0), np.float32)
+    return np.concatenate(values + presence, axis=1).astype(np.float32)
+
+
+def check_import_columns(h5: h5py.File, imp: ImportInput) -> None:
+    """A SchemaError (one line naming the shard) when the shard lacks ``imp`` or stores other columns for it."""
+    if S.import_mask(imp.name) not in h5:
+        flag = f"{imp.name}:audio" if imp.side == "audio" else imp.name
+        raise SchemaError(f"{h5.filename}: extracted without --import {flag}=DIR, which the model reads "
+                          f"({imp.side} side)")  # fmt: skip
+    cols = import_columns(h5, imp.name)
+    if cols and tuple(cols) != imp.columns:
+        raise SchemaError(f"{h5.filename}: import {imp.name} holds columns {', '.join(cols[:4])}... "
+                          f"({len(cols)}), but the model reads {', '.join(imp.columns[:4])}... "
+                          f"({len(imp.columns)})")  # fmt: skip
+
+
+def import_inputs(
+    clips: list[ClipRef], wanted: list[tuple[str, str]]
+) -> tuple[list[ImportInput], dict[str, list[str]]]:
+    """The ``wanted`` (name, side) imports of a training split: their columns (the same in every shard with a
+    file, else a SchemaError naming two shards) and statistics over their unmasked rows (``_Moments``, as the audio
+    features); and, per import, the clips without a usable row (their stream is masked: reported, not fatal).
+
+    Raises ConfigError when no training clip has a usable row of an import (nothing to learn its scale from)."""
+    out, empty = [], {}
+    for name, side in wanted:
+        acc, columns, first, empty[name] = _Moments(), None, None, []
+        for c in clips:
+            with open_shard(c.path) as h5:
+                if S.import_mask(name) not in h5:
+                    raise SchemaError(f"{c.path}: no import {name} (extracted without --import {name}=DIR); "
+                                      "re-extract the directory with it")  # fmt: skip
+                values, mask = read_import(h5, name)
+                cols = import_columns(h5, name)
+            if not mask.any():
+                empty[name].append(c.clip_id)
+                continue
+            if columns is None:
+                columns, first = tuple(cols), c.path
+            elif tuple(cols) != columns:
+                raise SchemaError(f"{c.path}: import {name} has columns {', '.join(cols[:4])}... ({len(cols)}), "
+                                  f"{first} has {', '.join(columns[:4])}... ({len(columns)}): one tool, one "
+                                  "version, for every clip")  # fmt: skip
+            acc.add(values[mask])
+        if columns is None:
+            raise ConfigError(f"import {name}: none of the {len(clips)} training clips has a usable row (no file, "
+                              "or all rows masked): nothing to learn from; leave it out with --imports")  # fmt: skip
+        mean, std = acc.result()
+        out.append(ImportInput(name, side, columns, mean, std))
+    return out, empty
 
 
 def pool_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -190,10 +351,14 @@ class ShardDataset(Dataset):
         seed: int = 0,
         frame_cache: str | os.PathLike | None = None,
         visual: str = "frames",
+        imports: list[ImportInput] = (),
     ) -> None:
         """``frame_cache``: a directory for each clip's frames pooled to ``video_size`` (see ``pooled_frames``);
         None reads and pools the stored frames on every access. ``visual``: "frames" (the whole picture) or
-        "faces" (the aligned face where one was found, the whole picture where not: ``visual_rows``)."""
+        "faces" (the aligned face where one was found, the whole picture where not: ``visual_rows``).
+        ``imports``: the ``--import`` streams the model reads (``import_block``): the audio side's columns follow
+        the audio features in ``audio`` (``mean`` / ``std`` cover them: ``import_stats``), the video side's are
+        ``video_import``."""
         if visual not in VISUALS:
             raise ValueError(f"visual {visual!r} is not one of {VISUALS}")
         self.visual = visual
@@ -205,6 +370,8 @@ class ShardDataset(Dataset):
         self.augment = augment if (augment is not None and augment.enabled and train) else None
         self.seed = seed
         self.audio_dim = int(self.mean.size)
+        self.imports = list(imports)
+        self.vi_mean, self.vi_std = import_stats(self.imports, "video")
         self._files: dict[str, h5py.File] = {}
         self._sets: dict[str, dict[str, h5py.Dataset]] = {}  # shard -> the datasets a window reads, by name
         self._pid = None
@@ -238,7 +405,17 @@ class ShardDataset(Dataset):
             paths.update(audio_mask=S.AUDIO_MASK, video_mask=S.VIDEO_MASK, valence=S.VALENCE, arousal=S.AROUSAL,
                          label_mask=S.LABEL_MASK)  # fmt: skip
             sets = self._sets[path] = {k: h5[v] for k, v in paths.items() if v in h5}
+            for imp in self.imports:  # checked once per shard and process: a window then only reads rows
+                check_import_columns(h5, imp)
+                sets[f"import/{imp.name}"] = h5[S.import_values(imp.name)]
+                sets[f"import_mask/{imp.name}"] = h5[S.import_mask(imp.name)]
         return sets
+
+    def _imports(self, d: dict[str, h5py.Dataset], side: str, start: int, stop: int, where: str) -> np.ndarray:
+        """Rows [start, stop) of the side's imports as the model's raw block (``import_block``)."""
+        streams = {i.name: (d[f"import/{i.name}"][start:stop], d[f"import_mask/{i.name}"][start:stop])
+                   for i in side_imports(self.imports, side)}  # fmt: skip
+        return import_block(self.imports, side, streams, stop - start, where)
 
     def window(self, index: int) -> tuple[int, int, int]:
         """(clip index, start, stop) of item ``index``; an index past ``len`` carries its epoch (EpochSampler)."""
@@ -271,17 +448,25 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         """One window, nothing converted: ``audio`` (L, D) float32 as stored (``audio_mean`` / ``audio_std``, the
-        dataset's statistics, ride along for ``to_device``), ``frames`` (L, S, S, 3) uint8 (a view of the frame
-        cache's memory map, whose path is ``frame_file``; "" for a window without video, whose frames are a
-        zero view; None when the frames were pooled from the shard now), masks (L,) bool, ``labels`` (L, 2)."""
+        dataset's statistics, ride along for ``to_device``), ``video_import`` (L, Dvi) float32 raw
+        (``import_block``; only with video-side imports; ``video_import_mean`` / ``_std`` ride along),
+        ``frames`` (L, S, S, 3) uint8 (a view of the frame cache's memory map, whose path is ``frame_file``; ""
+        for a window without video, whose frames are a zero view; None when the frames were pooled from the shard
+        now), masks (L,) bool, ``labels`` (L, 2)."""
         epoch = index // len(self.items)
         ci, start, stop = self.window(index)
         h5, d = self._h5(self.clips[ci].path), self._datasets(self.clips[ci].path)
         L = stop - start
         item = {"clip": ci, "start": start, "audio_mean": self.mean, "audio_std": self.std}
+        where = self.clips[ci].path
+        if self.vi_mean.size:  # only for a model that reads video-side imports
+            item["video_import"] = self._imports(d, "video", start, stop, where)
+            item["video_import_mean"], item["video_import_std"] = self.vi_mean, self.vi_std
         if self.audio_dim and self.names[0] in d:
-            # one contiguous row range per feature dataset; standardised on the device, for the whole batch
-            item["audio"] = np.concatenate([d[k][start:stop] for k in self.names], axis=1)
+            # one contiguous row range per feature dataset (and the audio side's imports after them);
+            # standardised on the device, for the whole batch
+            rows = [d[k][start:stop] for k in self.names] + [self._imports(d, "audio", start, stop, where)]
+            item["audio"] = np.concatenate(rows, axis=1)
             item["audio_mask"] = d["audio_mask"][start:stop]
             item["has_audio"] = True
         else:
@@ -425,12 +610,17 @@ def augment_batch(b: dict[str, torch.Tensor], max_len: int) -> dict[str, torch.T
     out = dict(b)
     bi = torch.arange(B, device=pad.device)[:, None]
     out["audio"] = b["audio"][bi, lo] * (1 - wgt) + b["audio"][bi, hi] * wgt
+    if "video_import" in b:  # linear, as the audio features (a presence column between 0 and 1 reads as present)
+        vi = b["video_import"]
+        out["video_import"] = vi[bi, lo] * (1 - wgt.to(vi.dtype)) + vi[bi, hi] * wgt.to(vi.dtype)
     out["labels"] = b["labels"][bi, lo] * (1 - wgt) + b["labels"][bi, hi] * wgt
     out["label_mask"] = b["label_mask"][bi, lo] & b["label_mask"][bi, hi]
     out["frames"] = frames[bi, near]
     out["audio_mask"], out["video_mask"] = b["audio_mask"][bi, near], b["video_mask"][bi, near]
     out["pad_mask"] = t[None] < n[:, None]
-    for k in ("audio", "labels", "frames"):
+    for k in ("audio", "labels", "frames", "video_import"):
+        if k not in out:
+            continue
         keep = out["pad_mask"].view(B, T2, *([1] * (out[k].dim() - 2)))
         out[k] = torch.where(keep, out[k], torch.zeros((), dtype=out[k].dtype, device=out[k].device))
     for k in ("label_mask", "audio_mask", "video_mask"):
@@ -520,6 +710,11 @@ def collate(items: list[dict], *, defer_frames: bool = False) -> dict:
     out["has_audio"] = torch.tensor([bool(it["has_audio"]) for it in items])
     out["audio_mean"] = torch.from_numpy(np.array(first["audio_mean"], np.float32))
     out["audio_std"] = torch.from_numpy(np.array(first["audio_std"], np.float32))
+    if "video_import" in first:  # a model that reads video-side imports: copied as the other streams
+        out["video_import"] = _empty((B, T, first["video_import"].shape[1]), torch.float32)
+        _fill(out["video_import"].numpy(), [it["video_import"] for it in items], lengths)
+        out["video_import_mean"] = torch.from_numpy(np.array(first["video_import_mean"], np.float32))
+        out["video_import_std"] = torch.from_numpy(np.array(first["video_import_std"], np.float32))
     out["clip"] = torch.tensor([it["clip"] for it in items])
     out["start"] = torch.tensor([it["start"] for it in items])
     if defer_frames and all(it.get("frame_file") is not None for it in items):
@@ -544,12 +739,17 @@ def collate(items: list[dict], *, defer_frames: bool = False) -> dict:
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move a batch to ``device`` and finish it there, on the whole batch at once: frames become float in [0, 1]
     after the (4x smaller) uint8 transfer; audio features are standardised with ``audio_mean`` / ``audio_std``
-    (zero on padding and in windows without audio, as the model expects)."""
+    (zero on padding and in windows without audio, as the model expects), the video-side imports with
+    ``video_import_mean`` / ``_std`` (zero on padding; masked rows hold the mean, so they are zero too)."""
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     out["frames"] = out["frames"].float().div_(255.0)
     keep = (out["pad_mask"] & out["has_audio"][:, None])[..., None]
     z = (out["audio"] - out["audio_mean"]) / out["audio_std"]
     out["audio"] = torch.where(keep, z, torch.zeros((), dtype=z.dtype, device=z.device))
+    if "video_import" in out:
+        vi = (out["video_import"] - out["video_import_mean"]) / out["video_import_std"]
+        zero = torch.zeros((), dtype=vi.dtype, device=vi.device)
+        out["video_import"] = torch.where(out["pad_mask"][..., None], vi, zero)
     return out
 
 

@@ -214,6 +214,9 @@ class ClipData:
     face_boxes: np.ndarray | None = None  # (T, 4)
     face_landmarks: np.ndarray | None = None  # (T, 5, 2)
     face_scores: np.ndarray | None = None  # (T,)
+    # --import streams: name -> (values (T, D) float32 NaN where masked ((T, 0) without a file), mask (T,) bool)
+    imports: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    import_columns: dict[str, list[str]] = field(default_factory=dict)  # name -> its columns ([] without a file)
 
     @property
     def clip_id(self) -> str:
@@ -298,6 +301,11 @@ def read_import(h5: h5py.File, name: str, start: int = 0, stop: int | None = Non
     return h5[S.import_values(name)][start:stop], h5[S.import_mask(name)][start:stop]
 
 
+def import_columns(h5: h5py.File, name: str) -> list[str]:
+    """The feature columns of import ``name`` in this shard (empty for a clip that had no file for it)."""
+    return list(json.loads(_attr(h5[f"{S.IMPORTS}/{name}"].attrs.get("columns", "[]"))))
+
+
 def read_faces(h5: h5py.File, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``[start, stop)`` of a shard's face crops (n, F, F, 3) uint8 and mask (n,) bool (black where False)."""
     mask = h5[S.FACE_MASK][start:stop]
@@ -330,6 +338,9 @@ def read_clip(path: str | os.PathLike, *, frames: bool = True) -> ClipData:
         if S.LABELS in h5:
             clip.valence, clip.arousal = h5[S.VALENCE][()], h5[S.AROUSAL][()]
             clip.label_mask = h5[S.LABEL_MASK][()]
+        for name in import_names(h5):
+            clip.imports[name] = read_import(h5, name)
+            clip.import_columns[name] = import_columns(h5, name)
     return clip
 
 

@@ -50,8 +50,11 @@ class ImportSpec:
     directory: Path
 
     @staticmethod
-    def parse(text: str) -> ImportSpec:
-        """``NAME=DIR`` (video side) or ``NAME:audio=DIR`` / ``NAME:video=DIR``; a ConfigError naming the problem."""
+    def parse(text: str, *, files: bool = False) -> ImportSpec:
+        """``NAME=DIR`` (video side) or ``NAME:audio=DIR`` / ``NAME:video=DIR``; a ConfigError naming the problem.
+
+        ``files``: a ``.csv`` / ``.npy`` file may stand for the directory (`mmemo predict --import NAME=FILE`: one
+        clip's own file, whatever its name); ``file_for`` then gives that file."""
         if "=" not in text:
             raise ConfigError(f"--import {text!r}: expected NAME=DIR or NAME:SIDE=DIR (SIDE audio or video)")
         head, directory = text.split("=", 1)
@@ -62,13 +65,24 @@ class ImportSpec:
         if side not in SIDES:
             raise ConfigError(f"--import {text!r}: side {side!r} is not audio or video")
         path = Path(directory).expanduser()
+        if files and path.is_file():
+            if path.suffix.lower() not in (".csv", ".npy"):
+                raise ConfigError(f"--import {text!r}: {path} is not a .csv or .npy file")
+            return ImportSpec(name, side, path.resolve())
         if not path.is_dir():
-            raise ConfigError(f"--import {text!r}: {path} is not a directory")
+            raise ConfigError(f"--import {text!r}: {path} is not a {'file or ' if files else ''}directory")
         return ImportSpec(name, side, path.resolve())
+
+    @property
+    def is_file(self) -> bool:
+        """The spec names one clip's file rather than a directory of them (``parse(files=True)``)."""
+        return self.directory.is_file()
 
     def file_for(self, clip_id: str, stem: str) -> Path | None:
         """The clip's file (``<clip id>`` first, then the media file's stem), or None; two candidates of one name
-        (``.csv`` and ``.npy``) are a ConfigError naming both."""
+        (``.csv`` and ``.npy``) are a ConfigError naming both. A spec naming a file gives that file."""
+        if self.is_file:
+            return self.directory
         for base in dict.fromkeys((clip_id, stem)):
             found = [p for p in (self.directory / f"{base}.csv", self.directory / f"{base}.npy") if p.is_file()]
             if len(found) > 1:

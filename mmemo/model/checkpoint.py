@@ -6,7 +6,9 @@ it and nothing in it can execute code. Keys (``CHECKPOINT_VERSION`` 1):
 - ``version``, ``mmemo_version``; ``model``: the state dict; ``model_config``: the ModelConfig as a dict, from
   which ``build_model`` rebuilds the model alone;
 - ``extract_config`` (an ExtractConfig as a dict), ``feature_names``, ``feature_mean`` / ``feature_std`` (D,): how
-  the model's inputs were made, so a new clip can be made the same way;
+  the model's inputs were made, so a new clip can be made the same way (D covers the audio-side imports' columns
+  and presence columns too); ``imports`` (optional; absent before imports: none): one dict per ``--import``
+  stream the model reads (``name``, ``side``, ``columns``, ``mean``, ``std``: ``mmemo.data.dataset.ImportInput``);
 - training state for ``mmemo train --resume``: ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``best``,
   ``bad_epochs``, ``rng`` and ``train_config``.
 """

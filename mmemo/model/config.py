@@ -35,12 +35,25 @@ class ModelConfig(Serialisable):
     # Statistics pooling: the head also sees the mean and standard deviation over the window of the fused states
     # (what ridge regression on clip statistics gets), so one linear layer can weigh the clip as a whole.
     stats_head: bool = False
+    # Video-side ``--import`` streams (mmemo.data.dataset.import_block): the width of the ``video_import`` input
+    # (B, T, Dvi) (0: no such input; a checkpoint from before imports has no key and gets 0), of which the last
+    # ``video_import_streams`` columns say, one per import, whether its row is present (1) or masked (0).
+    video_import_dim: int = 0
+    video_import_streams: int = 0
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
             raise ConfigError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
-        if self.audio_dim <= 0 and not self.video:
-            raise ConfigError("a model needs audio features or video")
+        if self.audio_dim <= 0 and not self.video and self.video_import_dim <= 0:
+            raise ConfigError("a model needs audio features, video or video-side imports")
+        if self.video_import_dim < 0 or not (
+            (self.video_import_dim == self.video_import_streams == 0)
+            or 0 < self.video_import_streams < self.video_import_dim
+        ):
+            raise ConfigError(
+                f"video_import_dim {self.video_import_dim} with {self.video_import_streams} presence column(s): "
+                "each import needs at least one value column and one presence column"
+            )
         if not 0 <= self.dropout < 1 or not 0 <= self.modality_dropout < 1:
             raise ConfigError(f"dropout {self.dropout} / modality_dropout {self.modality_dropout} not in [0, 1)")
         object.__setattr__(self, "cnn_channels", tuple(self.cnn_channels))

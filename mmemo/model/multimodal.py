@@ -89,7 +89,8 @@ class MultiModalTransformer(nn.Module):
 
     Inputs are (B, T, ...) along time with masks that say which positions are real (``pad_mask``) and where each
     modality is present (``audio_mask``, ``video_mask``); a clip with only one modality has the other masked out
-    entirely, and no masked position influences a real one.
+    entirely, and no masked position influences a real one. Video-side imports (``video_import``) join the video
+    branch: a row is present there when its frame or any of its imports is.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -100,6 +101,12 @@ class MultiModalTransformer(nn.Module):
         H = cfg.hidden
         self.audio_in = nn.Sequential(nn.Linear(cfg.audio_dim, H), nn.LayerNorm(H)) if cfg.audio_dim > 0 else None
         self.frame_encoder = FrameEncoder(cfg.cnn_channels, H) if cfg.video else None
+        # Video-side imports (OpenFace action units, embeddings): projected as the audio features are, and added to
+        # the frame's embedding on the rows where they are present.
+        self.video_import_in = (
+            nn.Sequential(nn.Linear(cfg.video_import_dim, H), nn.LayerNorm(H)) if cfg.video_import_dim > 0 else None
+        )
+        self.import_streams = cfg.video_import_streams
         self.audio_enc = nn.ModuleList(
             TransformerEncoder(H, cfg.heads, cfg.dropout, cfg.ff_mult, cfg.attention_dropout) for _ in range(cfg.layers)
         )
@@ -139,8 +146,11 @@ class MultiModalTransformer(nn.Module):
         pad_mask: torch.Tensor,
         audio_mask: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
+        video_import: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """audio (B, T, Da) normalised features; frames (B, T, S, S, 3) in [0, 1]; masks (B, T) bool.
+        """audio (B, T, Da) normalised features; frames (B, T, S, S, 3) in [0, 1]; masks (B, T) bool;
+        video_import (B, T, Dvi): standardised video-side import columns, 0 where masked, then one 0/1 presence
+        column per import (``mmemo.data.dataset.import_block``), or None.
 
         Returns:
             (B, T, 2): valence and arousal per frame.
@@ -148,20 +158,26 @@ class MultiModalTransformer(nn.Module):
         B, T = pad_mask.shape
         H, device = self.hidden, pad_mask.device
         audio_ok = pad_mask & (audio_mask if audio_mask is not None else pad_mask)
-        video_ok = pad_mask & (video_mask if video_mask is not None else pad_mask)
+        frame_ok = pad_mask & (video_mask if video_mask is not None else pad_mask)
         if self.audio_in is None or audio is None:
             audio_ok = torch.zeros_like(pad_mask)
         if self.frame_encoder is None or frames is None:
-            video_ok = torch.zeros_like(pad_mask)
-        audio_ok, video_ok = self._modality_dropout(audio_ok, video_ok)
+            frame_ok = torch.zeros_like(pad_mask)
+        import_ok = torch.zeros_like(pad_mask)
+        if self.video_import_in is not None and video_import is not None:
+            import_ok = pad_mask & (video_import[..., video_import.shape[-1] - self.import_streams :] > 0.5).any(-1)
+        audio_ok, video_ok = self._modality_dropout(audio_ok, frame_ok | import_ok)
+        frame_ok, import_ok = frame_ok & video_ok, import_ok & video_ok  # a hidden video branch hides both
 
         a = torch.zeros(B, T, H, device=device)
         # (the None tests are implied by the masks; TorchScript needs them spelt out)
         if audio is not None and self.audio_in is not None and audio_ok.any():
             a = self.audio_in(audio) * audio_ok[..., None]  # (B, T, H), absent positions zeroed
         v = torch.zeros(B, T, H, device=device, dtype=a.dtype)
-        if frames is not None and self.frame_encoder is not None and video_ok.any():
-            v = v.index_put([video_ok], self.frame_encoder(frames[video_ok]).to(v.dtype))  # CNN on present frames only
+        if frames is not None and self.frame_encoder is not None and frame_ok.any():
+            v = v.index_put([frame_ok], self.frame_encoder(frames[frame_ok]).to(v.dtype))  # CNN on present frames only
+        if video_import is not None and self.video_import_in is not None and import_ok.any():
+            v = v + self.video_import_in(video_import).to(v.dtype) * import_ok[..., None]  # (B, T, H)
         return self.encode(a, v, audio_ok, video_ok, pad_mask)
 
     def encode(

@@ -97,6 +97,15 @@ def check_compatible(run: Run, cfg: ExtractConfig, where: str) -> None:
     missing = [n for n in run.feature_names if n not in cfg.features]
     if missing:
         raise MmemoError(f"{where}: has no {', '.join(missing)} feature(s), which the run's model reads")
+    sides = dict(cfg.imports)
+    for imp in run.imports:
+        flag = f"{imp.name}:audio" if imp.side == "audio" else imp.name
+        if imp.name not in sides:
+            raise MmemoError(f"{where}: extracted without --import {flag}=DIR, which the run's model reads "
+                             f"({imp.side} side): re-extract with it")  # fmt: skip
+        if sides[imp.name] != imp.side:
+            raise MmemoError(f"{where}: import {imp.name} was extracted for the {sides[imp.name]} side, the run's "
+                             f"model reads it on the {imp.side} side: re-extract with --import {flag}=DIR")  # fmt: skip
     if run.visual == "faces" and run.model_cfg.video:
         if not cfg.faces:
             raise MmemoError(f"{where}: extracted without faces (--faces off or before faces existed), but the run "
@@ -111,8 +120,17 @@ def predict_shard(run: Run, shard: str | os.PathLike) -> ClipPrediction:
     """The run's predictions (T, 2) for one extracted clip, with its labels."""
     clip = read_clip(shard, frames=run.model_cfg.video)
     faces = (clip.faces, clip.face_mask) if clip.faces is not None else None
+    for imp in run.imports:
+        if imp.name not in clip.imports:
+            flag = f"{imp.name}:audio" if imp.side == "audio" else imp.name
+            raise MmemoError(f"{Path(shard).parent}: {Path(shard).name} was extracted without --import {flag}=DIR, "
+                             f"which the run's model reads ({imp.side} side): re-extract with it")  # fmt: skip
+        cols = clip.import_columns[imp.name]
+        if cols and tuple(cols) != imp.columns:
+            raise MmemoError(f"{shard}: import {imp.name} holds columns {', '.join(cols[:4])}... ({len(cols)}), the "
+                             f"run's model reads {', '.join(imp.columns[:4])}... ({len(imp.columns)})")  # fmt: skip
     inputs = prepare_inputs(run, clip.features, clip.frames, _mask(clip.audio_mask, clip), clip.video_mask, str(shard),
-                            faces)  # fmt: skip
+                            faces, clip.imports)  # fmt: skip
     raw = infer(run, *inputs)
     y = run.post.apply(raw) if run.post is not None else raw
     kept = raw if run.post is not None else None

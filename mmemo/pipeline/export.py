@@ -19,6 +19,12 @@ None inputs do not export, so the exported module takes only the modalities the 
     video_mask (B, T) bool    True = the row has a frame   (only with video)
     -> valence_arousal (B, T, 2) float32
 
+A model trained with ``--import`` streams (``Run.imports``) takes them raw as well: the audio side's columns, then
+one 0/1 presence column per import, are the last columns of ``audio``; the video side's are one more input,
+``video_import (B, T, Dvi) float32``, right after ``frames`` (or first, without audio and frames), laid out the
+same way. Both are standardised inside, and a row whose presence column is 0 has that import's values zeroed
+inside, so a caller may leave any finite number there. The sidecar's ``imports`` says where each one sits.
+
 Any batch size and any T >= 1 work; the model was trained on windows of up to ``max_seq_len`` rows, so longer
 clips should be cut into windows as `mmemo predict` does. Rows with a False mask must still hold finite values.
 
@@ -50,6 +56,7 @@ from torch import nn
 
 from mmemo import __version__, atomic
 from mmemo.config import EXPORT_FORMATS, QUANTIZE_MODES
+from mmemo.data.dataset import ImportInput, import_gates, import_stats, import_width
 from mmemo.data.features_dir import load_corpus
 from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
@@ -126,9 +133,14 @@ class _Exported(nn.Module):
     ``graph``: "branches" runs the model's own forward (the frame CNN on present frames only: TorchScript);
     "dense" embeds every row and zeroes the absent ones, without data-dependent branches (ONNX); "depth1" is dense
     with the frame CNN as depth-1 3-D convolutions (torch.export, see ``_Depth1Frames``). All are the same function.
+
+    ``imports``: the run's ``--import`` streams. Their raw columns are standardised inside as the audio features are
+    (the audio side's are the last columns of ``audio``; the video side's are ``video_import``), and the values of
+    a row whose presence column is 0 are zeroed, so a caller may leave any finite number in a masked row.
     """
 
-    def __init__(self, model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, graph: str) -> None:
+    def __init__(self, model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, graph: str,
+                 imports: list[ImportInput] = ()) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.dense = graph != "branches"
@@ -136,6 +148,42 @@ class _Exported(nn.Module):
         self.frames_fn = None if enc is None else _Depth1Frames(enc) if graph == "depth1" else _FlatFrames(enc)
         self.register_buffer("mean", torch.as_tensor(np.asarray(mean, np.float32)))
         self.register_buffer("std", torch.as_tensor(np.asarray(std, np.float32)))
+        imports = list(imports)
+        # one-element placeholders where there is nothing to gate: torch.export.save (2.13) fails on empty buffers
+        a_idx, a_gated = _gates(imports, "audio", len(mean) - import_width(imports, "audio"))
+        v_idx, v_gated = _gates(imports, "video", 0)
+        vi_mean, vi_std = import_stats(imports, "video")
+        self.gate_audio, self.has_video_import = bool(a_gated.any()), model.video_import_in is not None
+        self.audio_streams = sum(i.side == "audio" for i in imports)  # the last columns of audio: presence
+        if not self.gate_audio:
+            a_idx, a_gated = np.zeros(1, np.int64), np.zeros(1, bool)
+        if not self.has_video_import:
+            v_idx, v_gated, vi_mean, vi_std = np.zeros(1, np.int64), np.zeros(1, bool), np.zeros(1), np.ones(1)
+        self.register_buffer("audio_gate", torch.as_tensor(a_idx))
+        self.register_buffer("audio_gated", torch.as_tensor(a_gated))
+        self.register_buffer("vi_gate", torch.as_tensor(v_idx))
+        self.register_buffer("vi_gated", torch.as_tensor(v_gated))
+        self.register_buffer("vi_mean", torch.as_tensor(np.asarray(vi_mean, np.float32)))
+        self.register_buffer("vi_std", torch.as_tensor(np.asarray(vi_std, np.float32)))
+
+    def prepare(
+        self, audio: torch.Tensor | None, frames: torch.Tensor | None, video_import: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Raw inputs -> the model's: standardised audio (B, T, D) and video imports (B, T, Dvi) (a masked
+        import's values zeroed), frames as float in [0, 1]."""
+        x: torch.Tensor | None = None
+        if audio is not None:
+            x = (audio - self.mean) / self.std  # (B, T, D), as mmemo.pipeline.predict.prepare_inputs
+            if self.gate_audio:
+                x = x.masked_fill(self.audio_gated & (audio.index_select(-1, self.audio_gate) <= 0.5), 0.0)
+        f: torch.Tensor | None = None
+        if frames is not None:
+            f = frames.to(torch.float32) / 255.0  # (B, T, s, s, 3)
+        vi: torch.Tensor | None = None
+        if video_import is not None and self.has_video_import:
+            vi = (video_import - self.vi_mean) / self.vi_std
+            vi = vi.masked_fill(self.vi_gated & (video_import.index_select(-1, self.vi_gate) <= 0.5), 0.0)
+        return x, f, vi
 
     def run(
         self,
@@ -144,16 +192,12 @@ class _Exported(nn.Module):
         pad_mask: torch.Tensor,
         audio_mask: torch.Tensor | None,
         video_mask: torch.Tensor | None,
+        video_import: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x: torch.Tensor | None = None
-        if audio is not None:
-            x = (audio - self.mean) / self.std  # (B, T, D), as mmemo.pipeline.predict.model_inputs
-        f: torch.Tensor | None = None
-        if frames is not None:
-            f = frames.to(torch.float32) / 255.0  # (B, T, s, s, 3)
+        x, f, vi = self.prepare(audio, frames, video_import)
         if not self.dense:
-            return self.model(x, f, pad_mask, audio_mask, video_mask)
-        return self._dense(x, f, pad_mask, audio_mask, video_mask)
+            return self.model(x, f, pad_mask, audio_mask, video_mask, vi)
+        return self._dense(x, f, pad_mask, audio_mask, video_mask, vi)
 
     def _dense(
         self,
@@ -162,6 +206,7 @@ class _Exported(nn.Module):
         pad_mask: torch.Tensor,
         audio_mask: torch.Tensor | None,
         video_mask: torch.Tensor | None,
+        vi: torch.Tensor | None,
     ) -> torch.Tensor:
         """MultiModalTransformer.forward in eval mode without data-dependent branches (for torch.export)."""
         B, T = pad_mask.shape
@@ -169,14 +214,30 @@ class _Exported(nn.Module):
         a = torch.zeros(B, T, H)
         v = torch.zeros(B, T, H)
         audio_ok = torch.zeros_like(pad_mask)
-        video_ok = torch.zeros_like(pad_mask)
+        frame_ok = torch.zeros_like(pad_mask)
+        import_ok = torch.zeros_like(pad_mask)
         if x is not None and audio_mask is not None and self.model.audio_in is not None:
             audio_ok = pad_mask & audio_mask
             a = self.model.audio_in(x) * audio_ok[..., None]  # (B, T, H)
         if f is not None and video_mask is not None and self.frames_fn is not None:
-            video_ok = pad_mask & video_mask
-            v = self.frames_fn(f) * video_ok[..., None]  # (B, T, H)
-        return self.model.encode(a, v, audio_ok, video_ok, pad_mask)
+            frame_ok = pad_mask & video_mask
+            v = self.frames_fn(f) * frame_ok[..., None]  # (B, T, H)
+        if vi is not None and self.model.video_import_in is not None:
+            k = self.model.import_streams  # the presence columns are the last k
+            import_ok = pad_mask & (vi[..., vi.shape[-1] - k :] > 0.5).any(-1)
+            v = v + self.model.video_import_in(vi) * import_ok[..., None]
+        return self.model.encode(a, v, audio_ok, frame_ok | import_ok, pad_mask)
+
+
+def _gates(imports: list[ImportInput], side: str, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """(index (D,), gated (D,)) over the whole input of ``side``: each gated column's presence column (``offset``
+    columns of audio features come first); ungated columns point at themselves (index_select needs an index)."""
+    g = import_gates(imports, side)
+    idx = np.arange(offset + len(g), dtype=np.int64)
+    gated = np.zeros(offset + len(g), bool)
+    gated[offset:] = g >= 0
+    idx[offset:][g >= 0] = g[g >= 0] + offset
+    return idx, gated
 
 
 class AudioVideoModel(_Exported):
@@ -201,28 +262,70 @@ class VideoModel(_Exported):
         return self.run(None, frames, pad_mask, None, video_mask)
 
 
-def input_names(has_audio: bool, has_video: bool) -> list[str]:
+# With video-side imports: the same, plus ``video_import`` after the frames (input_names gives the order).
+class AudioVideoImportModel(_Exported):
+    def forward(
+        self,
+        audio: torch.Tensor,
+        frames: torch.Tensor,
+        video_import: torch.Tensor,
+        pad_mask: torch.Tensor,
+        audio_mask: torch.Tensor,
+        video_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.run(audio, frames, pad_mask, audio_mask, video_mask, video_import)
+
+
+class AudioImportModel(_Exported):
+    def forward(
+        self, audio: torch.Tensor, video_import: torch.Tensor, pad_mask: torch.Tensor, audio_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.run(audio, None, pad_mask, audio_mask, None, video_import)
+
+
+class VideoImportModel(_Exported):
+    def forward(
+        self, frames: torch.Tensor, video_import: torch.Tensor, pad_mask: torch.Tensor, video_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.run(None, frames, pad_mask, None, video_mask, video_import)
+
+
+class ImportModel(_Exported):
+    def forward(self, video_import: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        return self.run(None, None, pad_mask, None, None, video_import)
+
+
+def input_names(has_audio: bool, has_video: bool, has_video_import: bool = False) -> list[str]:
     """The exported forward's arguments, in order."""
-    names = (["audio"] if has_audio else []) + (["frames"] if has_video else []) + ["pad_mask"]
+    names = (["audio"] if has_audio else []) + (["frames"] if has_video else [])
+    names += (["video_import"] if has_video_import else []) + ["pad_mask"]
     return names + (["audio_mask"] if has_audio else []) + (["video_mask"] if has_video else [])
+
+
+# (audio, frames, video imports) -> the module whose forward takes those inputs
+_CLASSES = {(True, True, False): AudioVideoModel, (True, False, False): AudioModel, (False, True, False): VideoModel,
+            (True, True, True): AudioVideoImportModel, (True, False, True): AudioImportModel,
+            (False, True, True): VideoImportModel, (False, False, True): ImportModel}  # fmt: skip
 
 
 GRAPHS = {"torchscript": "branches", "onnx": "dense", "pt2": "depth1"}  # export format -> _Exported's graph
 
 
-def wrap(model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, graph: str = "branches") -> _Exported:
+def wrap(model: MultiModalTransformer, mean: np.ndarray, std: np.ndarray, graph: str = "branches",
+         imports: list[ImportInput] = ()) -> _Exported:  # fmt: skip
     """The exportable module for ``model`` (eval mode, float32, CPU): its signature follows its modalities;
-    ``graph`` as in ``_Exported`` (``GRAPHS`` gives each format's)."""
+    ``graph`` as in ``_Exported`` (``GRAPHS`` gives each format's); ``imports``: the run's (``Run.imports``)."""
     has_audio, has_video = model.audio_in is not None, model.frame_encoder is not None
+    has_vi = model.video_import_in is not None
     if graph == "dense":  # ONNX: attention masks as additive 0 / -inf (MultiHeadAttention.additive_mask), on a copy
         model = copy.deepcopy(model)
         for m in model.modules():
             if isinstance(m, MultiHeadAttention):
                 m.additive_mask = True
-    cls = AudioVideoModel if has_audio and has_video else AudioModel if has_audio else VideoModel
+    cls = _CLASSES[(has_audio, has_video, has_vi)]
     if not has_audio:  # unused; one element, as torch.export.save (2.13) fails on empty buffers
         mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
-    return cls(model, mean, std, graph).float().cpu().eval()
+    return cls(model, mean, std, graph, imports).float().cpu().eval()
 
 
 def example_inputs(module: _Exported, B: int, T: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -238,7 +341,16 @@ def example_inputs(module: _Exported, B: int, T: int, *, seed: int = 0) -> dict[
         "audio_mask": torch.rand(B, T, generator=g) > 0.2,
         "video_mask": torch.rand(B, T, generator=g) > 0.2,
     }
-    names = input_names(module.model.audio_in is not None, module.model.frame_encoder is not None)
+    if module.audio_streams:  # 0/1 presence columns: some import rows masked (their values must not matter)
+        k = module.audio_streams
+        out["audio"][..., -k:] = (torch.rand(B, T, k, generator=g) > 0.3).float()
+    if module.has_video_import:
+        k = module.model.import_streams
+        vi = torch.randn(B, T, len(module.vi_mean), generator=g) * module.vi_std + module.vi_mean
+        vi[..., -k:] = (torch.rand(B, T, k, generator=g) > 0.3).float()
+        out["video_import"] = vi
+    names = input_names(module.model.audio_in is not None, module.model.frame_encoder is not None,
+                        module.has_video_import)  # fmt: skip
     return {k: out[k] for k in names}
 
 
@@ -326,14 +438,19 @@ def quantize_int8(float_path: Path, out_path: Path, meta: str) -> dict:
     }  # fmt: skip
 
 
-def reference(model: MultiModalTransformer, mean, std, inputs: dict[str, torch.Tensor]) -> np.ndarray:
-    """The PyTorch model on the same inputs, prepared as `mmemo predict` prepares them."""
+def reference(model: MultiModalTransformer, mean, std, inputs: dict[str, torch.Tensor],
+              module: _Exported | None = None) -> np.ndarray:  # fmt: skip
+    """The PyTorch model on the same inputs, prepared as `mmemo predict` prepares them (imports standardised and
+    gated by ``module.prepare``, the one place that knows their layout; needed for a model with imports)."""
     audio = inputs.get("audio")
     frames = inputs.get("frames")
     x = None if audio is None else torch.from_numpy(((audio.numpy() - mean) / std).astype(np.float32))
     f = None if frames is None else frames.float().div_(255.0)
+    vi = None
+    if module is not None:
+        x, f, vi = module.prepare(audio, frames, inputs.get("video_import"))
     with torch.no_grad():
-        y = model.eval()(x, f, inputs["pad_mask"], inputs.get("audio_mask"), inputs.get("video_mask"))
+        y = model.eval()(x, f, inputs["pad_mask"], inputs.get("audio_mask"), inputs.get("video_mask"), vi)
     return y.numpy()
 
 
@@ -347,7 +464,7 @@ def check_export(
     exported, worst = load_exported(path, fmt), 0.0
     for k, (B, T) in enumerate(sizes):
         inputs = example_inputs(module, B, T, seed=k)
-        diff = np.abs(exported(inputs) - reference(model or module.model, mean, std, inputs))
+        diff = np.abs(exported(inputs) - reference(model or module.model, mean, std, inputs, module))
         worst = max(worst, float(diff.max()))
     return worst
 
@@ -405,12 +522,28 @@ def sidecar(run, fmt: str, file_name: str, provenance: dict, quantize: str | Non
     mc, ec = run.model_cfg, run.extract_cfg
     has_audio, has_video = mc.audio_dim > 0, mc.video
     dims = feature_dims(ec)
-    if has_audio and sum(dims.values()) != mc.audio_dim:
-        raise MmemoError(f"{run.path}: features {dims} do not add up to the model's audio_dim {mc.audio_dim}")
+    imports = list(getattr(run, "imports", []))
+    if has_audio and sum(dims.values()) + import_width(imports, "audio") != mc.audio_dim:
+        raise MmemoError(f"{run.path}: features {dims} and audio-side imports do not add up to the model's "
+                         f"audio_dim {mc.audio_dim}")  # fmt: skip
     columns, c = [], 0
     for name in run.feature_names:
         columns.append({"name": name, "dim": dims[name], "columns": [c, c + dims[name]]})
         c += dims[name]
+    import_records = []
+    for side, start in (("audio", c), ("video", 0)):  # values of each import, then a presence column each
+        mine = [i for i in imports if i.side == side]
+        presence = start + sum(len(i.columns) for i in mine)
+        for j, imp in enumerate(mine):
+            import_records.append(
+                {
+                    **imp.to_dict(),
+                    "input": "audio" if side == "audio" else "video_import",
+                    "columns_at": [start, start + len(imp.columns)],
+                    "presence_column": presence + j,
+                }
+            )
+            start += len(imp.columns)
     shapes = {
         "audio": (["batch", "time", mc.audio_dim], "float32",
                   "raw audio features, columns as in 'features' (standardised inside with feature_mean/std)"),
@@ -420,6 +553,9 @@ def sidecar(run, fmt: str, file_name: str, provenance: dict, quantize: str | Non
         "pad_mask": (["batch", "time"], "bool", "True = real row, False = padding"),
         "audio_mask": (["batch", "time"], "bool", "True = the row has audio"),
         "video_mask": (["batch", "time"], "bool", "True = the row has a frame"),
+        "video_import": (["batch", "time", mc.video_import_dim], "float32",
+                         "raw video-side --import columns, then one 0/1 presence column per import, as in 'imports' "
+                         "(standardised inside; a masked row: presence 0, any finite values)"),
     }  # fmt: skip
     output = {"name": OUTPUT_NAME, "shape": ["batch", "time", 2], "dtype": "float32", "columns": ["valence", "arousal"]}
     loaders = {"pt2": "torch.export.load(path).module()(*inputs)", "torchscript": "torch.jit.load(path)(*inputs)",
@@ -434,13 +570,16 @@ def sidecar(run, fmt: str, file_name: str, provenance: dict, quantize: str | Non
         "checkpoint": provenance,
         "inputs": [
             {"name": n, "shape": shapes[n][0], "dtype": shapes[n][1], "description": shapes[n][2]}
-            for n in input_names(has_audio, has_video)
+            for n in input_names(has_audio, has_video, mc.video_import_dim > 0)
         ],
         "outputs": [output],
         "standardisation": "inside the model: feed raw features; feature_mean/feature_std are for reference",
         "features": columns if has_audio else [],
         "feature_mean": [float(x) for x in run.mean] if has_audio else [],
         "feature_std": [float(x) for x in run.std] if has_audio else [],
+        # the --import streams: name, side, columns, statistics, where they sit in the input (audio-side ones after
+        # the audio features, with a 0/1 presence column each after all of them; video-side ones in video_import)
+        "imports": import_records,
         "visual": run.visual,
         "fps": ec.fps,
         "time_grid": f"row t covers [t/{ec.fps}, (t+1)/{ec.fps}) s, for the frame and the audio features alike",
@@ -521,7 +660,7 @@ def export_run(
 
     run.model = run.model.float().cpu().eval()
     run.device = torch.device("cpu")
-    module = wrap(run.model, run.mean, run.std, GRAPHS[fmt])
+    module = wrap(run.model, run.mean, run.std, GRAPHS[fmt], run.imports)
     meta = sidecar(run, fmt, out.name, provenance, quantize)
     t0 = time.perf_counter()
     with atomic.atomic_path(out) as partial:  # only a checked export is put in place

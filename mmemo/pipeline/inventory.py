@@ -2,6 +2,9 @@
 
 Faces: per clip, the share of its video rows (``/video/mask`` True) that hold a face (``/faces/mask``); only the two
 (T,) masks are read, never the crops, so a large corpus is summarised in seconds.
+
+Imports (``--import``): per stream, its side and columns, and the share of each clip's rows present
+(``/imports/NAME/mask``) and of all rows; only the masks and attributes are read.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pandas as pd
 
 from mmemo.data import schema as S
 from mmemo.data.features_dir import MANIFEST, SHARD_DIR, read_manifest
-from mmemo.data.shards import face_rows, open_shard
+from mmemo.data.shards import face_rows, import_columns, import_names, open_shard
 from mmemo.features.registry import feature_dims
 
 
@@ -41,6 +44,7 @@ class Inventory:
     face_rows: int = 0  # video rows with a face, over every clip with faces
     face_video_rows: int = 0  # video rows of the clips with faces (the overall share's denominator)
     face_multi: list[str] = field(default_factory=list)  # clips where a detector run saw more than one face
+    imports: dict[str, ImportSummary] = field(default_factory=dict)  # --import streams, by name
 
     @property
     def face_share_all(self) -> float:
@@ -76,11 +80,13 @@ def inventory(features_dir: str | os.PathLike) -> Inventory:
     mods = good["modalities"].value_counts().to_dict()
     by_mod = {"video": 0, "faces": 0, "audio": 0, "other": 0}
     faces = _Faces()
+    imports: dict[str, ImportSummary] = {}
     for row in good.itertuples():
         path = manifest.shard_path(row)
         with open_shard(path) as h5:
             v, f, a = _storage(h5, S.VIDEO), _storage(h5, S.FACES), _storage(h5, S.AUDIO)
             faces.add(str(row.clip), h5)
+            _add_imports(imports, str(row.clip), h5)
         by_mod["video"] += v
         by_mod["faces"] += f
         by_mod["audio"] += a
@@ -108,7 +114,35 @@ def inventory(features_dir: str | os.PathLike) -> Inventory:
         face_rows=faces.rows,
         face_video_rows=faces.video_rows,
         face_multi=faces.multi,
+        imports=imports,
     )
+
+
+@dataclass
+class ImportSummary:
+    """One ``--import`` stream across a directory: its side, its columns (of the first clip that had a file) and
+    per clip the share of rows present (NaN for a clip of no rows)."""
+
+    side: str
+    columns: list[str]
+    share: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+    present: int = 0
+
+    @property
+    def share_all(self) -> float:
+        return self.present / self.rows if self.rows else float("nan")
+
+
+def _add_imports(imports: dict[str, ImportSummary], clip: str, h5: h5py.File) -> None:
+    for name in import_names(h5):
+        mask = h5[S.import_mask(name)][()]
+        side = str(h5[f"{S.IMPORTS}/{name}"].attrs.get("side", "video"))
+        summary = imports.setdefault(name, ImportSummary(side, []))
+        summary.columns = summary.columns or import_columns(h5, name)
+        summary.share[clip] = float(mask.mean()) if mask.size else float("nan")
+        summary.rows += int(mask.size)
+        summary.present += int(mask.sum())
 
 
 @dataclass
@@ -157,6 +191,7 @@ def format_inventory(inv: Inventory) -> str:
             + ", ".join(f"{k} ({v})" for k, v in inv.features.items())
         )
     lines += format_faces(inv)
+    lines += format_imports(inv)
     faces = f"faces {inv.bytes_per_hour('faces') / mb:.0f} MiB, " if inv.bytes_by_modality.get("faces") else ""
     lines.append(
         f"  storage      {inv.bytes_total / mb:.1f} MiB; per media hour: "
@@ -176,6 +211,33 @@ def _pct(x: float) -> str:
     return "n/a" if np.isnan(x) else f"{100 * x:.1f}%"
 
 
+def _ranked(shares: dict[str, float]) -> tuple[str, list[tuple[str, float]]]:
+    """Per-clip shares, lowest first (NaN first: the one to look at; ties keep the manifest's order), all of them
+    up to LISTED_SHARES clips, else the LOWEST_SHARES lowest; and the words saying which."""
+    ranked = sorted(shares.items(), key=lambda kv: -1.0 if np.isnan(kv[1]) else kv[1])
+    n = len(ranked)
+    if n <= LISTED_SHARES:
+        return "all, lowest first", ranked
+    return f"the {LOWEST_SHARES} lowest of {n}", ranked[:LOWEST_SHARES]
+
+
+def format_imports(inv: Inventory) -> list[str]:
+    """The ``imports`` lines: per stream its side and columns, the share of rows present overall and per clip."""
+    if not inv.imports:
+        return []
+    lines = []
+    for name, imp in sorted(inv.imports.items()):
+        cols = ", ".join(imp.columns[:6]) + (f", ... ({len(imp.columns)})" if len(imp.columns) > 6 else "")
+        head, shown = _ranked(imp.share)
+        missing = sum(1 for x in imp.share.values() if x == 0)
+        lines.append(
+            f"  import       {name} ({imp.side} side; columns: {cols or 'none: no clip had a file'}): present in "
+            f"{_pct(imp.share_all)} of rows; {missing} of {len(imp.share)} clips with none"
+        )
+        lines.append(f"  {name} share".ljust(15) + f"{head}: " + ", ".join(f"{c} {_pct(x)}" for c, x in shown))
+    return lines
+
+
 def format_faces(inv: Inventory) -> list[str]:
     """The ``faces`` line(s) of the summary: the overall share, how many clips mostly / never show a face, several
     people, and the per-clip shares (all of them for a small directory, else the lowest: where to look first)."""
@@ -193,9 +255,6 @@ def format_faces(inv: Inventory) -> list[str]:
     )
     if n < inv.video_clips:  # a directory extracted in parts, some clips before faces existed
         line += f"; {inv.video_clips - n} clip(s) with video hold no faces"
-    # Lowest first (NaN, a clip with no picture on screen, sorts first: it is the one to look at); sorted() is
-    # stable, so ties keep the manifest's order.
-    ranked = sorted(inv.face_share.items(), key=lambda kv: -1.0 if np.isnan(kv[1]) else kv[1])
-    head = "all, lowest first" if n <= LISTED_SHARES else f"the {LOWEST_SHARES} lowest of {n}"
-    shown = ranked if n <= LISTED_SHARES else ranked[:LOWEST_SHARES]
+    # Lowest first (NaN, a clip with no picture on screen, sorts first: it is the one to look at)
+    head, shown = _ranked(inv.face_share)
     return [line, f"  face share   {head}: " + ", ".join(f"{clip} {_pct(x)}" for clip, x in shown)]

@@ -1,7 +1,9 @@
 """`mmemo predict`: a trained run + a clip -> valence and arousal for every frame (25 per second).
 
 The clip goes through ``featurise_in_memory``, the very code ``mmemo extract`` runs, with the feature
-configuration stored in the run's checkpoint, so nothing differs between training data and serving data.
+configuration stored in the run's checkpoint, so nothing differs between training data and serving data. A model
+trained with ``--import`` streams gets each clip's files found and put on the grid by the code of extraction
+(``ImportSpec.file_for``, ``import_stream``; ``--import NAME=DIR``) and standardised with the run's statistics.
 
 Clips longer than the model's ``max_seq_len`` are cut into windows of that length overlapping by half; each
 window's predictions are weighted by a triangular ramp (highest in its middle, where the model saw most context)
@@ -24,10 +26,20 @@ import pandas as pd
 import torch
 
 from mmemo.config import ENGINES, ExtractConfig
-from mmemo.data.dataset import VISUALS, pool_frames, visual_rows
+from mmemo.data.dataset import (
+    VISUALS,
+    ImportInput,
+    import_block,
+    import_stats,
+    import_width,
+    pool_frames,
+    side_imports,
+    visual_rows,
+)
 from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
 from mmemo.features.clip import ClipArrays, featurise_in_memory
+from mmemo.features.imports import ImportSpec, import_stream
 from mmemo.media.files import discover
 from mmemo.model.checkpoint import build_model, load_checkpoint
 from mmemo.model.config import ModelConfig
@@ -58,6 +70,9 @@ class Run:
     # The AVEC-style chain fitted on the run's validation clips (mmemo.pipeline.postprocess), applied to every
     # prediction; None: a run from before post-processing, or switched off (`--postprocess off`).
     post: PostProcess | None = None
+    # The --import streams the model reads (mmemo.data.dataset.ImportInput), in the order of their columns; empty
+    # for a model without imports (and every run from before them).
+    imports: list[ImportInput] = field(default_factory=list)
 
     @property
     def input_cfg(self) -> ExtractConfig:
@@ -89,8 +104,23 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt") -> Run:
     visual = str(ckpt.get("visual", "frames"))  # checkpoints from before faces: frames
     if visual not in VISUALS:
         raise MmemoError(f"{path}: visual {visual!r} is not one of {', '.join(VISUALS)}")
+    imports = _imports(ckpt.get("imports", []), model.cfg, path)
     return Run(model, model.cfg, extract_cfg, names, mean, std, device, path, ckpt.get("epoch"),
-               float(best) if best is not None else None, visual, post=PostProcess.load(path.parent))  # fmt: skip
+               float(best) if best is not None else None, visual, post=PostProcess.load(path.parent),
+               imports=imports)  # fmt: skip
+
+
+def _imports(records: list, cfg: ModelConfig, where: str | os.PathLike) -> list[ImportInput]:
+    """The recorded imports, checked against the model's input widths (one line naming ``where`` if not)."""
+    try:
+        imports = [ImportInput.from_dict(dict(d)) for d in records]
+    except (KeyError, TypeError, ValueError) as e:
+        raise MmemoError(f"{where}: malformed imports record ({type(e).__name__}: {e})") from None
+    width, streams = import_width(imports, "video"), len(side_imports(imports, "video"))
+    if (width, streams) != (cfg.video_import_dim, cfg.video_import_streams):
+        raise MmemoError(f"{where}: the recorded video-side imports make {width} columns ({streams} streams), the "
+                         f"model reads {cfg.video_import_dim} ({cfg.video_import_streams})")  # fmt: skip
+    return imports
 
 
 def window_starts(T: int, L: int) -> list[int]:
@@ -115,11 +145,14 @@ def infer(
     frames: np.ndarray | None,
     audio_mask: np.ndarray,
     video_mask: np.ndarray,
+    video_import: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-frame predictions (T, 2) for one clip's model inputs, stitched over overlapping windows.
 
     Args:
-        audio: (T, D) standardised features or None; frames: (T, s, s, 3) uint8 at the model's video size or None.
+        audio: (T, D) standardised features or None; frames: (T, s, s, 3) uint8 at the model's video size or None;
+        video_import: (T, Dvi) standardised video-side imports with their presence columns (``prepare_inputs``),
+            for a model that reads them.
     """
     T, L = len(audio_mask), run.model_cfg.max_seq_len
     acc, wsum = np.zeros((T, 2)), np.zeros(T)
@@ -127,22 +160,24 @@ def infer(
         s1 = min(T, s0 + L)
         n = s1 - s0
         if run.engine is not None:
-            y = run.engine(_engine_inputs(run, audio, frames, audio_mask, video_mask, s0, s1))[0]  # (n, 2)
+            y = run.engine(_engine_inputs(run, audio, frames, audio_mask, video_mask, s0, s1, video_import))[0]
         else:
             pad = torch.ones(1, n, dtype=torch.bool, device=run.device)
             a = torch.from_numpy(audio[s0:s1])[None].to(run.device) if audio is not None else None
             f = torch.from_numpy(frames[s0:s1])[None].to(run.device).float().div_(255.0) if frames is not None else None
             am = torch.from_numpy(audio_mask[s0:s1])[None].to(run.device)
             vm = torch.from_numpy(video_mask[s0:s1])[None].to(run.device)
+            vi = torch.from_numpy(video_import[s0:s1])[None].to(run.device) if video_import is not None else None
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
-                y = run.model(a, f, pad, am, vm)[0].float().cpu().numpy()  # (n, 2)
+                y = run.model(a, f, pad, am, vm, vi)[0].float().cpu().numpy()  # (n, 2)
         w = _ramp(n)
         acc[s0:s1] += y * w[:, None]
         wsum[s0:s1] += w
     return (acc / wsum[:, None]).astype(np.float32)
 
 
-def _engine_inputs(run: Run, audio, frames, audio_mask, video_mask, s0: int, s1: int) -> dict[str, np.ndarray]:
+def _engine_inputs(run: Run, audio, frames, audio_mask, video_mask, s0: int, s1: int,
+                   video_import=None) -> dict[str, np.ndarray]:  # fmt: skip
     """Rows [s0, s1) as the inputs of an exported file (batch of 1): every input it declares, an absent modality
     as zeros with its mask False (the PyTorch model treats a None input the same way)."""
     n, cfg = s1 - s0, run.model_cfg
@@ -155,6 +190,9 @@ def _engine_inputs(run: Run, audio, frames, audio_mask, video_mask, s0: int, s1:
     if cfg.video:
         s = cfg.video_size
         x["frames"] = (frames[s0:s1] if frames is not None else np.zeros((n, s, s, 3), np.uint8))[None]
+    if cfg.video_import_dim > 0:  # raw, as the audio: standardised inside the exported file
+        mean, std = import_stats(run.imports, "video")
+        x["video_import"] = (video_import[s0:s1] * std + mean).astype(np.float32)[None]
     x["pad_mask"] = np.ones((1, n), bool)  # the exported signature's order (mmemo.pipeline.export.input_names)
     if cfg.audio_dim > 0:
         x["audio_mask"] = (audio_mask[s0:s1] if audio is not None else np.zeros(n, bool))[None]
@@ -261,6 +299,7 @@ def load_exported_run(
         std = np.asarray(meta["feature_std"], np.float32)
         visual = str(meta.get("visual", "frames"))
         ck = meta.get("checkpoint") or {}
+        imports = _imports(meta.get("imports", []), mc, side)
     except MmemoError:
         raise
     except FileNotFoundError:
@@ -280,7 +319,7 @@ def load_exported_run(
 
     return Run(None, mc, ec, names, mean, std, torch.device("cpu"), file, ck.get("epoch"),
                float(best) if best is not None else None, visual, run_in_order, engine,
-               PostProcess.load(file.parent))  # fmt: skip
+               PostProcess.load(file.parent), imports)  # fmt: skip
 
 
 def open_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt", engine: str = "torch",
@@ -293,11 +332,14 @@ def open_run(run_dir: str | os.PathLike, checkpoint: str = "best.pt", engine: st
     return run
 
 
-def model_inputs(run: Run, arrays: ClipArrays, where: str = "input") -> tuple:
-    """(audio (T, D) standardised or None, frames (T, s, s, 3) uint8 or None, audio_mask, video_mask)."""
+def model_inputs(run: Run, arrays: ClipArrays, where: str = "input",
+                 imports: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> tuple:  # fmt: skip
+    """``prepare_inputs`` of a decoded clip: (audio (T, D) standardised or None, frames (T, s, s, 3) uint8 or None,
+    audio_mask, video_mask[, video_import])."""
     media = arrays.media
     faces = (arrays.faces.crops, arrays.faces.mask) if arrays.faces is not None else None
-    return prepare_inputs(run, arrays.features, arrays.frames, media.audio_mask, media.video_mask, where, faces)
+    return prepare_inputs(run, arrays.features, arrays.frames, media.audio_mask, media.video_mask, where, faces,
+                          imports)  # fmt: skip
 
 
 def prepare_inputs(
@@ -308,6 +350,7 @@ def prepare_inputs(
     video_mask: np.ndarray | None,
     where: str = "input",
     faces: tuple[np.ndarray, np.ndarray] | None = None,
+    imports: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple:
     """The model's inputs from a clip's arrays, wherever they come from (a decoded file, a shard, a live window).
 
@@ -315,20 +358,34 @@ def prepare_inputs(
         features: name -> (T, D_k) raw feature rows (None or empty without audio); frames: (T, S, S, 3) uint8 or
             None; audio_mask, video_mask: (T,) bool (video_mask None without video); faces: (crops (T, F, F, 3)
             uint8, mask (T,) bool) or None: read by a model trained on faces (``Run.visual``), where it is required
-            for a clip with video.
+            for a clip with video; imports: name -> (values (T, D) NaN where masked, or (T, 0) without a file;
+            mask (T,)) of each ``--import`` stream the model reads (``Run.imports``).
 
     Returns:
         (audio (T, D) standardised float32 or None, frames (T, s, s, 3) uint8 pooled to the model's video size or
-        None, audio_mask (T,), video_mask (T,) all False when the model gets no frames).
+        None, audio_mask (T,), video_mask (T,) all False when the model gets no frames), then, for a model that
+        reads video-side imports, video_import (T, Dvi) standardised (0 where masked) with its presence columns:
+        ``infer``'s arguments in its order. The audio-side imports are the last columns of ``audio``.
 
     Raises:
         MmemoError: naming ``where`` when the clip has none of the modalities the model reads (its prediction
-            would be the model's bias alone, the same for any clip).
+            would be the model's bias alone, the same for any clip), or lacks an import the model reads.
     """
-    check_modalities(run, bool(features), frames is not None, where)
+    T = len(audio_mask)
+    streams = dict(imports or {})
+    lacking = [i.name for i in run.imports if i.name not in streams]
+    if lacking:
+        raise MmemoError(f"{where}: no {', '.join(lacking)} import, which the model of {run.path} reads: give it "
+                         f"(`mmemo predict --import {lacking[0]}=DIR`)")  # fmt: skip
+    video_import = None
+    if run.model_cfg.video_import_dim > 0:
+        mean, std = import_stats(run.imports, "video")
+        video_import = ((import_block(run.imports, "video", streams, T, where) - mean) / std).astype(np.float32)
+    check_modalities(run, bool(features), frames is not None or video_import is not None, where)
     audio = None
     if features and run.model_cfg.audio_dim > 0:
-        x = np.concatenate([features[k] for k in run.feature_names], axis=1)
+        block = import_block(run.imports, "audio", streams, T, where)  # (T, 0) without audio-side imports
+        x = np.concatenate([features[k] for k in run.feature_names] + [block], axis=1)
         audio = ((x - run.mean) / run.std).astype(np.float32)
     pooled = None
     if frames is not None and run.model_cfg.video:
@@ -339,13 +396,14 @@ def prepare_inputs(
             pooled = visual_rows(frames, faces[0], faces[1], run.model_cfg.video_size)
         else:
             pooled = pool_frames(frames, run.model_cfg.video_size)
-    T = len(audio_mask)
-    return audio, pooled, audio_mask, video_mask if pooled is not None else np.zeros(T, bool)
+    out = (audio, pooled, audio_mask, video_mask if pooled is not None else np.zeros(T, bool))
+    return out if video_import is None else (*out, video_import)
 
 
 def check_modalities(run: Run, has_audio: bool, has_video: bool, where: str) -> None:
     """A one-line MmemoError when a clip with ``has_audio`` / ``has_video`` offers nothing the model reads."""
-    reads = [m for m, used in (("audio", run.model_cfg.audio_dim > 0), ("video", run.model_cfg.video)) if used]
+    video = run.model_cfg.video or run.model_cfg.video_import_dim > 0
+    reads = [m for m, used in (("audio", run.model_cfg.audio_dim > 0), ("video", video)) if used]
     has = [m for m, present in (("audio", has_audio), ("video", has_video)) if present]
     if not set(reads) & set(has):
         raise MmemoError(
@@ -399,17 +457,63 @@ class Prediction:
         }
 
 
-def predict_clip(run: Run, path: str | os.PathLike, audio_path: str | os.PathLike | None = None) -> Prediction:
-    """Decode and featurise ``path`` as extraction does, then predict every frame."""
+def check_import_specs(run: Run, specs: list[ImportSpec]) -> None:
+    """One line when ``specs`` (``--import``) miss an import the model reads, or name one it does not."""
+    given = {s.name for s in specs}
+    for imp in run.imports:
+        if imp.name not in given:
+            raise MmemoError(f"the model of {run.path} reads the {imp.side}-side import {imp.name}: pass "
+                             f"--import {imp.name}=DIR (the directory of its files, as given to `mmemo extract`, "
+                             "or the clip's own file)")  # fmt: skip
+    reads = {i.name for i in run.imports}
+    extra = sorted(given - reads)
+    if extra:
+        raise MmemoError(f"--import {extra[0]}: the model of {run.path} reads no such import (it reads: "
+                         f"{', '.join(sorted(reads)) or 'none'})")  # fmt: skip
+
+
+def clip_imports(run: Run, specs: list[ImportSpec], clip_id: str, stem: str, T: int) -> tuple[dict, list[str]]:
+    """The clip's imports on its ``T`` grid rows, found and placed as `mmemo extract` does (``ImportSpec.file_for``,
+    ``import_stream``), and notes: a clip without a file gets that stream masked and a note, not an error.
+    Returns (name -> (values, mask), notes)."""
+    by_name = {s.name: s for s in specs}
+    streams, notes = {}, []
+    for imp in run.imports:
+        spec = by_name[imp.name]
+        file = spec.file_for(clip_id, stem)
+        stream = import_stream(file, T, run.extract_cfg.fps, imp.name)
+        if stream is None:
+            notes.append(f"{clip_id}: no file for import {imp.name} in {spec.directory}: its rows are masked")
+            streams[imp.name] = (np.zeros((T, 0), np.float32), np.zeros(T, bool))
+            continue
+        if tuple(stream.columns) != imp.columns:
+            raise MmemoError(f"{stream.file}: import {imp.name} has columns {', '.join(stream.columns[:4])}... "
+                             f"({len(stream.columns)}), the model was trained on {', '.join(imp.columns[:4])}... "
+                             f"({len(imp.columns)})")  # fmt: skip
+        notes += stream.notes
+        streams[imp.name] = (stream.values, stream.mask)
+    return streams, notes
+
+
+def predict_clip(run: Run, path: str | os.PathLike, audio_path: str | os.PathLike | None = None,
+                 imports: list[ImportSpec] = (), clip_id: str | None = None) -> Prediction:  # fmt: skip
+    """Decode and featurise ``path`` as extraction does, then predict every frame.
+
+    ``imports``: the ``--import`` specs of the imports the model reads (``check_import_specs``); each clip's file
+    is looked up by ``clip_id`` (default: the file's stem) then the stem, as extraction looks it up."""
     arrays = featurise_in_memory(path, run.input_cfg, audio_path=audio_path)
-    y = infer(run, *model_inputs(run, arrays, str(path)))
+    streams, notes = {}, []
+    if run.imports:
+        stem = Path(path).stem
+        streams, notes = clip_imports(run, list(imports), clip_id or stem, stem, len(arrays.media.audio_mask))
+    y = infer(run, *model_inputs(run, arrays, str(path), streams))
     if run.post is not None:
         y = run.post.apply(y)
     T = len(y)
     table = pd.DataFrame(
         {"time": np.round(np.arange(T) / run.extract_cfg.fps, 3), "valence": y[:, 0], "arousal": y[:, 1]}
     )
-    return Prediction(str(path), table, run.extract_cfg.fps, list(arrays.media.warnings))
+    return Prediction(str(path), table, run.extract_cfg.fps, list(arrays.media.warnings) + notes)
 
 
 def format_prediction(pred: Prediction, fmt: str) -> str:

@@ -340,10 +340,15 @@ def stream_predict(
     """Predict ``source`` live, calling ``emit`` once per hop; returns the stream's statistics.
 
     Raises:
-        MmemoError: one line when the source cannot be opened or breaks.
+        MmemoError: one line when the source cannot be opened or breaks, or (before opening it) when the run's
+            model reads ``--import`` streams: a live source has none.
     """
     if hop_s <= 0 or context_s <= 0:
         raise MmemoError(f"hop {hop_s} s and context {context_s} s must be positive")
+    if run.imports:  # refused before the source is opened: predictions with every import masked would mislead
+        names = ", ".join(i.name for i in run.imports)
+        raise MmemoError(f"{run.path}: the model reads imported features ({names}), which a live source cannot "
+                         "give: predict recorded clips with `mmemo predict CLIP --import NAME=DIR`")  # fmt: skip
     cfg = run.extract_cfg
     decoder: LiveDecoder | None = None
     # The face tracker of extraction, in the decoder thread, handing each row's face on as soon as it lets go of it.

@@ -2,7 +2,8 @@
 
 1. Clips: the labelled clips of the manifest (``mmemo.data.features_dir.load_corpus``), split by clip (or by
    ``group_by`` groups) into train / validation.
-2. Statistics: per-dimension mean / std of the audio features on the training split (saved with the model).
+2. Statistics: per-dimension mean / std of the audio features on the training split (saved with the model), and
+   of each ``--import`` stream the model reads (``TrainConfig.imports``) over its unmasked rows.
 3. Model, AdamW, OneCycleLR with warm-up.
 4. Each epoch: train on random windows, validate on windows covering every validation row, compute the field's
    metrics, print a table, append metrics.csv, draw curves, save last.pt (and best.pt when the validation mean
@@ -33,11 +34,15 @@ from mmemo.data import schema as S
 from mmemo.data.dataset import (
     Augment,
     EpochSampler,
+    ImportInput,
     ShardDataset,
     WindowLoader,
     augment_batch,
     face_share,
     feature_stats,
+    import_inputs,
+    import_stats,
+    import_width,
     to_device,
 )
 from mmemo.data.features_dir import ClipRef, LabelledCorpus, load_corpus, media_seconds, split, val_fraction
@@ -267,12 +272,19 @@ class Trainer:
         ecfg = self.corpus.extract_cfg
         self.feature_names = list(ecfg.features)
         if ckpt is not None:
+            self.imports = [ImportInput.from_dict(d) for d in ckpt.get("imports", [])]
             self.mean, self.std = ckpt["feature_mean"].numpy(), ckpt["feature_std"].numpy()
             self.model_cfg = ModelConfig.from_dict(ckpt["model_config"])
         else:
-            self.mean, self.std = feature_stats(self.train_clips, self.feature_names)
-            dims = sum(feature_dims(ecfg).values())
-            base = {"audio_dim": dims, "video": self.corpus.has_video, "max_seq_len": cfg.max_seq_len}
+            self.imports = self._imports(cfg)
+            mean, std = feature_stats(self.train_clips, self.feature_names)
+            # audio-side imports join the audio vector: their columns, then a presence column each
+            a_mean, a_std = import_stats(self.imports, "audio")
+            self.mean, self.std = np.concatenate([mean, a_mean]), np.concatenate([std, a_std])
+            dims = sum(feature_dims(ecfg).values()) + import_width(self.imports, "audio")
+            base = {"audio_dim": dims, "video": self.corpus.has_video, "max_seq_len": cfg.max_seq_len,
+                    "video_import_dim": import_width(self.imports, "video"),
+                    "video_import_streams": sum(i.side == "video" for i in self.imports)}  # fmt: skip
             size = SMALL_MODEL if small else {}
             self.model_cfg = ModelConfig.from_dict({**base, **size, **(model_overrides or {})})
             if size and set(size) - set(model_overrides or {}):
@@ -290,11 +302,12 @@ class Trainer:
             self.train_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=True,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video,
             augment=Augment(enabled=cfg.augment), seed=cfg.seed, frame_cache=cache, visual=self.visual,
+            imports=self.imports,
         )  # fmt: skip
         self.val_set = ShardDataset(
             self.val_clips, self.feature_names, self.mean, self.std, max_len=cfg.max_seq_len, train=False,
             video_size=self.model_cfg.video_size, use_video=self.model_cfg.video, frame_cache=cache,
-            visual=self.visual,
+            visual=self.visual, imports=self.imports,
         ) if self.val_clips else None  # fmt: skip
         per_rank = math.ceil(len(self.train_set) / self.world)
         steps = max(5, cfg.epochs * math.ceil(per_rank / cfg.batch_size))
@@ -334,6 +347,25 @@ class Trainer:
             else:
                 _truncate_history(self.run_dir / "metrics.csv", self.epoch)
 
+    def _imports(self, cfg: TrainConfig) -> list[ImportInput]:
+        """The --import streams the model reads (``TrainConfig.imports``: None every one the features directory
+        holds), with their columns and training statistics; says which, and the clips whose stream is masked."""
+        available = dict(self.corpus.extract_cfg.imports)  # name -> side
+        names = list(available) if cfg.imports is None else list(cfg.imports)
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            have = ", ".join(available) if available else "none: it was extracted without --import"
+            raise ConfigError(f"--imports {','.join(names)}: {self.corpus.root} holds no import "
+                              f"{', '.join(unknown)} (available: {have})")  # fmt: skip
+        imports, empty = import_inputs(self.train_clips, [(n, available[n]) for n in names])
+        for imp in imports:
+            masked = empty[imp.name]
+            note = (f"; masked in {len(masked)} of {len(self.train_clips)} training clips (no file or no usable "
+                    f"row): {', '.join(masked[:5])}{' ...' if len(masked) > 5 else ''}") if masked else ""  # fmt: skip
+            n = len(imp.columns)
+            self.log(f"import {imp.name}: {n} column{'' if n == 1 else 's'} into the {imp.side} branch{note}")
+        return imports
+
     def _visual(self, cfg: TrainConfig, ckpt: dict | None) -> str:
         """What the video branch sees: "faces" or "frames" (``TrainConfig.visual``; a resumed run keeps its own)."""
         if ckpt is not None:
@@ -368,6 +400,7 @@ class Trainer:
             "model": self.model_cfg.to_dict(),
             "extract": self.corpus.extract_cfg.to_dict(),
             "visual": self.visual,
+            "imports": [i.to_dict() for i in self.imports],
             "train_clips": [c.clip_id for c in self.train_clips],
             "val_clips": [c.clip_id for c in self.val_clips],
             "device": str(self.device),
@@ -391,6 +424,7 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
             "extract_config": self.corpus.extract_cfg.to_dict(),
             "visual": self.visual,
+            "imports": [i.to_dict() for i in self.imports],
             "feature_names": self.feature_names,
             "feature_mean": torch.from_numpy(np.asarray(self.mean, np.float32)),
             "feature_std": torch.from_numpy(np.asarray(self.std, np.float32)),
@@ -420,7 +454,7 @@ class Trainer:
         if "aug_stretch" in b:
             b = augment_batch(b, self.cfg.max_seq_len)
         with self._autocast():
-            pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
+            pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"], self._vi(b))
         pred, labels, mask = pred.float(), b["labels"], b["label_mask"]
         if self.target == "clip":  # one value per window: its mean prediction against its mean label
             pred, labels, mask = clip_means(pred, labels, mask)
@@ -434,6 +468,10 @@ class Trainer:
             self.sched.step()
         self.step += 1
         return loss.detach()
+
+    def _vi(self, b: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's video-side imports when the model reads any (None keeps a model without them unchanged)."""
+        return b["video_import"] if self.model_cfg.video_import_dim else None
 
     def train_epoch(self) -> float:
         """One pass over the training windows; the mean training loss. ``self.timing`` gets the epoch's figures:
@@ -510,7 +548,7 @@ class Trainer:
         for batch in loader:
             b = to_device(batch, self.device)
             with self._autocast():
-                pred = self.model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"])
+                pred = self.model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"], self._vi(b))
             pred = pred.float().cpu().numpy()
             for i in range(len(batch["clip"])):
                 ci, s0 = int(batch["clip"][i]), int(batch["start"][i])
