@@ -237,3 +237,24 @@ def test_a_small_corpus_labelled_per_clip_cross_validates_without_a_validation_s
     for k in (0, 1):
         run = json.loads((tmp_path / "cv" / "seed0" / f"fold{k}" / "config.json").read_text())
         assert run["val_clips"] == [] and len(run["train_clips"]) == 2
+
+
+def test_ridge_statistics_of_an_import_and_the_imputation_of_a_clip_without_it():
+    """An import's clip statistics are the mean and std of its present rows and the share present; a clip without
+    a present row gets NaN there, filled with the training clips' mean (0 where none has a value)."""
+    from mmemo.data.shards import ClipData
+    from mmemo.pipeline.crossval import clip_statistics, impute
+
+    clip = ClipData(attrs={}, meta={}, timestamps=np.arange(4) / 25)
+    values = np.array([[1.0, 10.0], [3.0, 30.0], [np.nan, np.nan], [5.0, 50.0]], np.float32)
+    mask = np.array([True, True, False, True])
+    got = clip_statistics(clip, [], [(values, mask)])
+    np.testing.assert_allclose(got, [3.0, 30.0, np.std([1, 3, 5]), np.std([10, 30, 50]), 0.75], rtol=1e-6)
+    none = clip_statistics(clip, [], [(values, np.zeros(4, bool))])
+    assert np.isnan(none[:4]).all() and none[4] == 0.0
+    X = np.stack([got, got * 2, none])
+    X[1, 0] = np.nan
+    filled = impute(X, [0, 1])
+    np.testing.assert_allclose(filled[2], [got[0], *(1.5 * got[1:4]), 0.0])  # column 0: only clip 0 has it
+    assert filled[1, 0] == got[0]  # the one training value of that column
+    assert not np.isnan(impute(np.array([[np.nan], [np.nan]]), [0])).any()

@@ -15,8 +15,10 @@ last epoch, what ``mmemo train --val-fraction 0`` does. Two reference baselines 
 - **training mean**: every test frame gets the mean label of the training clips. A constant prediction has no
   covariance with the truth, so its CCC is 0 by construction: the floor a model must clear.
 - **ridge**: ridge regression on clip-level statistics (mean and standard deviation over the clip's rows of every
-  audio feature column, and of 4x4 RGB thumbnails of the frames when there is video), standardised on the
-  training clips, the penalty chosen from a grid by leave-one-out error on the training clips (closed form).
+  audio feature column, and of 4x4 RGB thumbnails of the frames when there is video; with ``--import`` streams, the
+  mean and standard deviation of their columns and their share of rows present: the inputs the transformer reads),
+  standardised on the training clips, the penalty chosen from a grid by leave-one-out error on the training clips
+  (closed form).
 
 With ``ensemble`` M > 1, each fold trains M transformers (``seed<S>/fold<K>/member<j>/``, each with its own seed:
 initialisation, validation share, augmentations) and the transformer's prediction is the mean of theirs.
@@ -47,7 +49,7 @@ from mmemo.config import SMALL_CORPUS_S, TrainConfig
 from mmemo.data.dataset import pool_frames
 from mmemo.data.features_dir import LabelledCorpus, clip_groups, label_columns, load_corpus, media_seconds
 from mmemo.data.labels import DIMENSIONS
-from mmemo.data.shards import ClipData, read_clip
+from mmemo.data.shards import ClipData, open_shard, read_clip, read_import
 from mmemo.errors import ConfigError
 from mmemo.pipeline.evaluate import predict_shard
 from mmemo.pipeline.metrics import ccc, pcc, rmse
@@ -91,9 +93,13 @@ def grouped_folds(keys: list[str], k: int, seed: int) -> list[list[int]]:
 
 
 # ------------------------------------------------------------------------------------------------ baselines
-def clip_statistics(clip: ClipData, feature_names: list[str]) -> np.ndarray:
+def clip_statistics(
+    clip: ClipData, feature_names: list[str], imports: list[tuple[np.ndarray, np.ndarray]] = ()
+) -> np.ndarray:
     """(F,) mean and std over the clip's rows of each audio feature column (+ 4x4 RGB thumbnails of its frames,
-    when they were read)."""
+    when they were read; + for each ``--import`` stream the transformer reads, given as (values (T, D), mask (T,)),
+    the mean and std of its columns over its present rows and the share of rows present; NaN where the clip has no
+    present row, which ``impute`` fills with the training folds' means)."""
     parts = []
     if clip.features:
         x = np.concatenate([clip.features[n] for n in feature_names], axis=1).astype(np.float64)
@@ -103,7 +109,24 @@ def clip_statistics(clip: ClipData, feature_names: list[str]) -> np.ndarray:
         f = pool_frames(clip.frames, 4).reshape(len(clip.frames), -1).astype(np.float64) / 255.0
         m = clip.video_mask if clip.video_mask is not None and clip.video_mask.any() else np.ones(len(f), bool)
         parts += [f[m].mean(0), f[m].std(0)]
+    for values, mask in imports:
+        mask = np.asarray(mask, bool)
+        v = values[mask].astype(np.float64)
+        nan = np.full(values.shape[1], np.nan)
+        parts += [v.mean(0) if len(v) else nan, v.std(0) if len(v) else nan, [mask.mean() if len(mask) else 0.0]]
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def impute(X: np.ndarray, rows: list[int]) -> np.ndarray:
+    """X (N, F) with each NaN replaced by its column's mean over ``rows`` (the training clips; 0 where none of
+    them has a value): a clip without an import's file gets the training clips' typical statistics."""
+    X, train = X.copy(), X[rows]
+    ok = ~np.isnan(train)
+    n = ok.sum(0)
+    fill = np.where(ok, train, 0.0).sum(0) / np.maximum(n, 1)  # (F,): 0 where no training clip has a value
+    nan = np.isnan(X)
+    X[nan] = np.broadcast_to(fill, X.shape)[nan]
+    return X
 
 
 def ridge_fit(X: np.ndarray, Y: np.ndarray, alphas=RIDGE_ALPHAS) -> tuple[np.ndarray, np.ndarray, float]:
@@ -177,9 +200,14 @@ def cross_validate(
     level = "clip" if all(corpus.label_kinds.get(c.clip_id) == "clip" for c in corpus.clips) else "frame"
     names = list(corpus.extract_cfg.features)
     stats, targets = [], []  # one read of each shard for both
+    # ridge gets what the transformer gets: the --import streams it reads too (every one by default)
+    available = dict(corpus.extract_cfg.imports)
+    wanted = [n for n in (available if cfg.imports is None else cfg.imports) if n in available]
     for ref in corpus.clips:
         clip = read_clip(ref.path, frames=corpus.has_video)
-        stats.append(clip_statistics(clip, names))
+        with open_shard(ref.path) as h5:
+            streams = [read_import(h5, n) for n in wanted]
+        stats.append(clip_statistics(clip, names, streams))
         targets.append((np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool)))
     data = _Data(corpus, np.stack(stats), targets, level)
     small = media_seconds(corpus.clips, corpus.extract_cfg.fps) < SMALL_CORPUS_S
@@ -264,10 +292,11 @@ def _run_fold(features_dir, fold_dir: Path, cfg: TrainConfig, model_overrides: d
         runs.append(load_run(member_dir))  # its best.pt: chosen on its validation share, never on the test fold
     labelled = [targets[i][0][targets[i][1]] for i in train_idx]
     mean = np.concatenate(labelled).astype(np.float64).mean(0)
-    W, b, alpha = ridge_fit(data.stats[train_idx], np.stack([y.mean(0) for y in labelled]))
+    stats = impute(data.stats, train_idx)
+    W, b, alpha = ridge_fit(stats[train_idx], np.stack([y.mean(0) for y in labelled]))
     preds = {
         "transformer": [ensemble_predict(runs, clips[i].path) for i in test_idx],
-        "ridge": [np.broadcast_to(data.stats[i] @ W + b, targets[i][0].shape) for i in test_idx],
+        "ridge": [np.broadcast_to(stats[i] @ W + b, targets[i][0].shape) for i in test_idx],
         "mean": [np.broadcast_to(mean, targets[i][0].shape) for i in test_idx],
     }
     rows = []
