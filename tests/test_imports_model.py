@@ -291,3 +291,29 @@ def test_a_resumed_run_keeps_its_imports(world, tmp_path):
         assert t.model_cfg.video_import_dim == 4
         t.fit()
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 9
+
+
+def test_cross_validation_gives_ridge_the_imports_the_transformer_reads(world):
+    """The ridge baseline's clip statistics hold what the transformer reads: with the ``cue`` import, the mean and
+    std of its present rows and their share (known from the shard), NaN for the clip without its file (imputed
+    from the training folds later); with ``--imports none`` (or a directory without imports) none of it."""
+    from mmemo.data.features_dir import load_corpus
+    from mmemo.data.shards import open_shard, read_import
+    from mmemo.pipeline.crossval import corpus_statistics
+
+    corpus = load_corpus(world["root"] / "train_feats")
+    with_cue, _ = corpus_statistics(corpus, ("cue",))
+    without, targets = corpus_statistics(corpus, ())
+    everything, _ = corpus_statistics(corpus)  # default: every import (cue, 3 columns; emb, 1 column)
+    assert with_cue.shape[1] == without.shape[1] + 3 * 2 + 1 and everything.shape[1] == with_cue.shape[1] + 3
+    np.testing.assert_array_equal(with_cue[:, : without.shape[1]], without)
+    for k, ref in enumerate(corpus.clips):
+        with open_shard(ref.path) as h5:
+            values, mask = read_import(h5, "cue")
+        tail = with_cue[k, without.shape[1] :]
+        if ref.clip_id == "t11":  # no cue file
+            assert np.isnan(tail[:6]).all() and tail[6] == 0.0
+        else:
+            v = values[mask].astype(np.float64)
+            np.testing.assert_allclose(tail, [*v.mean(0), *v.std(0), mask.mean()], rtol=1e-9)
+    assert len(targets) == len(corpus.clips)

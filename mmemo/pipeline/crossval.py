@@ -117,6 +117,30 @@ def clip_statistics(
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def corpus_statistics(
+    corpus: LabelledCorpus, imports: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Every clip's ``clip_statistics`` (N, F), with the ``--import`` streams the transformer reads (``imports``:
+    None every one the corpus holds, as ``TrainConfig.imports``), and its labels (T, 2) with their mask (T,)."""
+    names = list(corpus.extract_cfg.features)
+    available = dict(corpus.extract_cfg.imports)
+    wanted = [n for n in (available if imports is None else imports) if n in available]
+    streams = []
+    for ref in corpus.clips:
+        with open_shard(ref.path) as h5:
+            streams.append([read_import(h5, n) for n in wanted])
+    # a clip without an import's file stores (T, 0) values: give it the import's width, every row masked
+    widths = [max(s[j][0].shape[1] for s in streams) for j in range(len(wanted))]
+    stats, targets = [], []
+    for ref, clip_streams in zip(corpus.clips, streams, strict=True):
+        clip = read_clip(ref.path, frames=corpus.has_video)
+        clip_streams = [(v, m) if v.shape[1] == w else (np.full((len(m), w), np.nan), np.zeros(len(m), bool))
+                        for (v, m), w in zip(clip_streams, widths, strict=True)]  # fmt: skip
+        stats.append(clip_statistics(clip, names, clip_streams))
+        targets.append((np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool)))
+    return np.stack(stats), targets
+
+
 def impute(X: np.ndarray, rows: list[int]) -> np.ndarray:
     """X (N, F) with each NaN replaced by its column's mean over ``rows`` (the training clips; 0 where none of
     them has a value): a clip without an import's file gets the training clips' typical statistics."""
@@ -198,18 +222,8 @@ def cross_validate(
     corpus = load_corpus(features_dir)
     keys, column = group_keys(corpus, cfg.group_by)
     level = "clip" if all(corpus.label_kinds.get(c.clip_id) == "clip" for c in corpus.clips) else "frame"
-    names = list(corpus.extract_cfg.features)
-    stats, targets = [], []  # one read of each shard for both
-    # ridge gets what the transformer gets: the --import streams it reads too (every one by default)
-    available = dict(corpus.extract_cfg.imports)
-    wanted = [n for n in (available if cfg.imports is None else cfg.imports) if n in available]
-    for ref in corpus.clips:
-        clip = read_clip(ref.path, frames=corpus.has_video)
-        with open_shard(ref.path) as h5:
-            streams = [read_import(h5, n) for n in wanted]
-        stats.append(clip_statistics(clip, names, streams))
-        targets.append((np.stack([clip.valence, clip.arousal], axis=1), clip.label_mask.astype(bool)))
-    data = _Data(corpus, np.stack(stats), targets, level)
+    stats, targets = corpus_statistics(corpus, cfg.imports)
+    data = _Data(corpus, stats, targets, level)
     small = media_seconds(corpus.clips, corpus.extract_cfg.fps) < SMALL_CORPUS_S
     if cfg.val_fraction is None and small and level == "clip":  # the test fold is the held-out set
         cfg = dataclasses.replace(cfg, val_fraction=CV_SMALL_VAL_FRACTION)
