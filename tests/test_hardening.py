@@ -273,3 +273,28 @@ def test_a_missing_or_damaged_shard_is_one_line(features, tmp_path, damage):
     for args in (["train", str(out), "--out", str(tmp_path / "r"), *FAST], ["evaluate", str(out), "--run", str(run)],
                  ["inspect", str(out)]):  # fmt: skip
         _one_line_error(CliRunner().invoke(main, args), str(shard), said)
+
+
+def test_a_corpus_of_silent_videos_trains_a_video_only_model_that_predicts(tmp_path):
+    """No clip has audio: the model is built without its audio branch (its statistics would be empty), and the
+    run predicts a new silent clip (it failed in load_run: 0 statistics for 91 audio columns)."""
+    root = tmp_path / "corpus"
+    rows = ["clip,valence,arousal"]
+    for k in range(5):
+        frames = np.full((50, 32, 32, 3), 40 * k, np.uint8)
+        write_media(root / f"c{k}.mp4", frames=frames, fps=25)
+        rows.append(f"c{k},{0.3 * k - 0.6},{0.1 * k}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    ecfg = ExtractConfig(faces=False, frame_size=32)
+    extract_corpus(root, tmp_path / "features", ecfg, jobs=1, progress=False, log=lambda s: None)
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "features"), "--out", str(tmp_path / "run"),
+                                  "--hidden", "16", "--heads", "2", "--layers", "1", *FAST])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "no training clip has audio" in r.output
+    run = load_run(tmp_path / "run")
+    assert run.model_cfg.audio_dim == 0 and run.model.audio_in is None
+    r = CliRunner().invoke(main, ["predict", str(root / "c1.mp4"), "--run", str(tmp_path / "run"),
+                                  "--out", str(tmp_path / "c1.csv")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "c1.csv")
+    assert len(table) == 50 and table[["valence", "arousal"]].notna().all().all()

@@ -280,8 +280,15 @@ class Trainer:
             mean, std = feature_stats(self.train_clips, self.feature_names)
             # audio-side imports join the audio vector: their columns, then a presence column each
             a_mean, a_std = import_stats(self.imports, "audio")
-            self.mean, self.std = np.concatenate([mean, a_mean]), np.concatenate([std, a_std])
             dims = sum(feature_dims(ecfg).values()) + import_width(self.imports, "audio")
+            if mean.size == 0:  # no training clip has audio (silent videos): a model without the audio branch
+                if a_mean.size:
+                    raise ConfigError("no training clip has audio, so the audio-side imports "
+                                      f"({', '.join(i.name for i in self.imports if i.side == 'audio')}) have no "
+                                      "rows to ride with: extract them as video side (NAME=DIR)")  # fmt: skip
+                self.log("no training clip has audio: the model has no audio branch (video only)")
+                dims = 0
+            self.mean, self.std = np.concatenate([mean, a_mean]), np.concatenate([std, a_std])
             base = {"audio_dim": dims, "video": self.corpus.has_video, "max_seq_len": cfg.max_seq_len,
                     "video_import_dim": import_width(self.imports, "video"),
                     "video_import_streams": sum(i.side == "video" for i in self.imports)}  # fmt: skip
