@@ -399,3 +399,14 @@ def test_predict_html_is_a_viewer_for_a_new_clip(built, browser, tmp_path):
     assert _cursor_time(d) == pytest.approx(1.0, abs=0.002)
     assert _severe(d) == []
     _screenshot(d, tmp_path, "predict-html.png")
+
+
+def test_cli_report_on_a_cross_validation_directory_names_a_fold_to_report(tmp_path):
+    (tmp_path / "seed0" / "fold0").mkdir(parents=True)
+    (tmp_path / "seed0" / "fold0" / "config.json").write_text("{}")
+    (tmp_path / "results.json").write_text("{}")
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 1
+    fold = tmp_path / "seed0" / "fold0"
+    assert r.output.strip() == (f"Error: {tmp_path}: a cross-validation directory (its results are results.md); "
+                                f"report one fold's run, e.g. `mmemo report {fold}`")  # fmt: skip

@@ -395,6 +395,10 @@ def build_report(
 
 def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     cfg_path, hist_path = run_dir / "config.json", run_dir / "metrics.csv"
+    if not cfg_path.is_file() and (run_dir / "results.json").is_file():  # `mmemo train --folds K` wrote it
+        folds = sorted(run_dir.glob("seed*/fold*/config.json"))
+        hint = f"; report one fold's run, e.g. `mmemo report {folds[0].parent}`" if folds else ""
+        raise MmemoError(f"{run_dir}: a cross-validation directory (its results are results.md){hint}")
     for p in (cfg_path, hist_path):
         if not p.is_file():
             raise MmemoError(f"{run_dir}: no {p.name}; is this a run directory written by `mmemo train`?")
