@@ -155,6 +155,30 @@ class MultiModalTransformer(nn.Module):
         Returns:
             (B, T, 2): valence and arousal per frame.
         """
+        a, v, audio_ok, video_ok = self.embed(audio, frames, pad_mask, audio_mask, video_mask, video_import)
+        return self.encode(a, v, audio_ok, video_ok, pad_mask)
+
+    def embed(
+        self,
+        audio: torch.Tensor | None,
+        frames: torch.Tensor | None,
+        pad_mask: torch.Tensor,
+        audio_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        video_import: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The input embedding of each row (``forward``'s arguments): the audio projection, the frame CNN on the
+        present frames, the video-side imports' projection, the masks, and in training the modality dropout.
+
+        In eval mode a row's embedding depends on that row alone (the CNN's batch norms use their running
+        statistics; the dropout is off), so a clip can be embedded once and its overlapping windows encoded from
+        slices (``mmemo.pipeline.predict.infer``, the live stream's ring buffer). A row's audio embedding is its
+        projection times its mask: a caller may project rows once and mask them later.
+
+        Returns:
+            (a, v, audio_ok, video_ok): a, v (B, T, H) zero where absent; audio_ok, video_ok (B, T) bool, the rows
+            each branch attends to (video: its frame or any of its imports is there). ``encode``'s inputs.
+        """
         B, T = pad_mask.shape
         H, device = self.hidden, pad_mask.device
         audio_ok = pad_mask & (audio_mask if audio_mask is not None else pad_mask)
@@ -178,7 +202,7 @@ class MultiModalTransformer(nn.Module):
             v = v.index_put([frame_ok], self.frame_encoder(frames[frame_ok]).to(v.dtype))  # CNN on present frames only
         if video_import is not None and self.video_import_in is not None and import_ok.any():
             v = v + self.video_import_in(video_import).to(v.dtype) * import_ok[..., None]  # (B, T, H)
-        return self.encode(a, v, audio_ok, video_ok, pad_mask)
+        return a, v, audio_ok, video_ok
 
     def encode(
         self, a: torch.Tensor, v: torch.Tensor, audio_ok: torch.Tensor, video_ok: torch.Tensor, pad_mask: torch.Tensor

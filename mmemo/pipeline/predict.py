@@ -1,13 +1,16 @@
 """`mmemo predict`: a trained run + a clip -> valence and arousal for every frame (25 per second).
 
-The clip goes through ``featurise_in_memory``, the very code ``mmemo extract`` runs, with the feature
-configuration stored in the run's checkpoint, so nothing differs between training data and serving data. A model
-trained with ``--import`` streams gets each clip's files found and put on the grid by the code of extraction
+The clip goes through ``featurise``, the very code ``mmemo extract`` runs, with the feature configuration stored in
+the run's checkpoint, so nothing differs between training data and serving data (frames and face crops are pooled
+to the model's size as they come: the bytes of pooling the stored ones, ``featurise_for_model``). A model trained
+with ``--import`` streams gets each clip's files found and put on the grid by the code of extraction
 (``ImportSpec.file_for``, ``import_stream``; ``--import NAME=DIR``) and standardised with the run's statistics.
 
 Clips longer than the model's ``max_seq_len`` are cut into windows of that length overlapping by half; each
 window's predictions are weighted by a triangular ramp (highest in its middle, where the model saw most context)
-and the overlapping parts are averaged with those weights, so there is no step at window borders.
+and the overlapping parts are averaged with those weights, so there is no step at window borders. Each row's
+input embedding (the frame CNN, the audio projection) is computed once for the clip and the windows encode slices
+of it (``infer``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 
 from mmemo.config import ENGINES, ExtractConfig
 from mmemo.data.dataset import (
+    POOL_BLOCK,
     VISUALS,
     ImportInput,
     import_block,
@@ -38,7 +42,8 @@ from mmemo.data.dataset import (
 )
 from mmemo.data.labels import DIMENSIONS
 from mmemo.errors import MmemoError
-from mmemo.features.clip import ClipArrays, featurise_in_memory
+from mmemo.features.audio import FeatureCollector
+from mmemo.features.clip import ClipArrays, FaceChunk, featurise, featurise_in_memory, join_faces
 from mmemo.features.imports import ImportSpec, import_stream
 from mmemo.media.files import discover
 from mmemo.model.checkpoint import build_model, load_checkpoint
@@ -138,6 +143,11 @@ def _ramp(n: int) -> np.ndarray:
     return np.minimum(x + 1, n - x)
 
 
+# Rows embedded at a time (``embed_rows``): bounds the frame CNN's activations (about 60 MB for 500 rows at 56 px)
+# and the float copy of the frames, whatever the clip's length.
+EMBED_ROWS = 500
+
+
 @torch.no_grad()
 def infer(
     run: Run,
@@ -146,8 +156,17 @@ def infer(
     audio_mask: np.ndarray,
     video_mask: np.ndarray,
     video_import: np.ndarray | None = None,
+    *,
+    embed_once: bool = True,
 ) -> np.ndarray:
     """Per-frame predictions (T, 2) for one clip's model inputs, stitched over overlapping windows.
+
+    With the PyTorch model each row's input embedding (``MultiModalTransformer.embed``: the frame CNN above all)
+    is computed once for the clip (``embed_rows``), and each window runs ``MultiModalTransformer.encode`` on its
+    slice of the embeddings. ``embed_once=False`` runs the whole model on every window instead (the CNN then
+    sees each row of a long clip about 1.7 times): the same numbers to float rounding, kept as the reference
+    that tests and benchmarks compare with. An exported engine (``Run.engine``) always runs per window: its file
+    holds the whole model.
 
     Args:
         audio: (T, D) standardised features or None; frames: (T, s, s, 3) uint8 at the model's video size or None;
@@ -155,25 +174,85 @@ def infer(
             for a model that reads them.
     """
     T, L = len(audio_mask), run.model_cfg.max_seq_len
+    emb = (
+        embed_rows(run, audio, frames, audio_mask, video_mask, video_import)
+        if run.engine is None and embed_once
+        else None
+    )
     acc, wsum = np.zeros((T, 2)), np.zeros(T)
     for s0 in window_starts(T, L):
         s1 = min(T, s0 + L)
         n = s1 - s0
         if run.engine is not None:
             y = run.engine(_engine_inputs(run, audio, frames, audio_mask, video_mask, s0, s1, video_import))[0]
+        elif emb is not None:
+            y = encode_rows(run, emb, s0, s1)
         else:
-            pad = torch.ones(1, n, dtype=torch.bool, device=run.device)
-            a = torch.from_numpy(audio[s0:s1])[None].to(run.device) if audio is not None else None
-            f = torch.from_numpy(frames[s0:s1])[None].to(run.device).float().div_(255.0) if frames is not None else None
-            am = torch.from_numpy(audio_mask[s0:s1])[None].to(run.device)
-            vm = torch.from_numpy(video_mask[s0:s1])[None].to(run.device)
-            vi = torch.from_numpy(video_import[s0:s1])[None].to(run.device) if video_import is not None else None
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
-                y = run.model(a, f, pad, am, vm, vi)[0].float().cpu().numpy()  # (n, 2)
+            with _autocast(run):
+                y = run.model(*_tensors(run, audio, frames, audio_mask, video_mask, video_import, s0, s1))
+            y = y[0].float().cpu().numpy()  # (n, 2)
         w = _ramp(n)
         acc[s0:s1] += y * w[:, None]
         wsum[s0:s1] += w
     return (acc / wsum[:, None]).astype(np.float32)
+
+
+def _autocast(run: Run) -> torch.autocast:
+    """bf16 autocast on a GPU (the model's speed there), nothing on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=run.device.type == "cuda")
+
+
+def _tensors(run: Run, audio, frames, audio_mask, video_mask, video_import, s0: int, s1: int) -> tuple:
+    """Rows [s0, s1) as ``MultiModalTransformer.forward``'s arguments (batch of 1, on the run's device)."""
+    dev = run.device
+    pad = torch.ones(1, s1 - s0, dtype=torch.bool, device=dev)
+    a = torch.from_numpy(audio[s0:s1])[None].to(dev) if audio is not None else None
+    f = torch.from_numpy(frames[s0:s1])[None].to(dev).float().div_(255.0) if frames is not None else None
+    am = torch.from_numpy(audio_mask[s0:s1])[None].to(dev)
+    vm = torch.from_numpy(video_mask[s0:s1])[None].to(dev)
+    vi = torch.from_numpy(video_import[s0:s1])[None].to(dev) if video_import is not None else None
+    return a, f, pad, am, vm, vi
+
+
+Embedding = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # a, v (1, T, H); audio_ok, video_ok (1, T)
+
+
+@torch.no_grad()
+def embed_rows(
+    run: Run,
+    audio: np.ndarray | None,
+    frames: np.ndarray | None,
+    audio_mask: np.ndarray,
+    video_mask: np.ndarray,
+    video_import: np.ndarray | None = None,
+    *,
+    chunk: int = EMBED_ROWS,
+) -> Embedding:
+    """Each row's input embedding (``MultiModalTransformer.embed``, eval mode) for ``infer``'s arguments, computed
+    ``chunk`` rows at a time (a row's embedding does not depend on its neighbours, so the chunks are free).
+
+    Returns:
+        (a, v, audio_ok, video_ok): a, v (1, T, H) zero where absent, audio_ok, video_ok (1, T) bool, on the run's
+        device: ``encode_rows`` reads any window of them.
+    """
+    T = len(audio_mask)
+    parts = []
+    for r0 in range(0, T, chunk) if T else [0]:
+        with _autocast(run):
+            parts.append(run.model.embed(*_tensors(run, audio, frames, audio_mask, video_mask, video_import, r0,
+                                                   min(T, r0 + chunk))))  # fmt: skip
+    a, v, audio_ok, video_ok = (torch.cat(x, dim=1) for x in zip(*parts, strict=True))
+    return a, v, audio_ok, video_ok
+
+
+@torch.no_grad()
+def encode_rows(run: Run, emb: Embedding, s0: int, s1: int) -> np.ndarray:
+    """The model's predictions (s1 - s0, 2) for the window of rows [s0, s1) of embedded rows (``embed_rows``):
+    ``MultiModalTransformer.encode`` on their slice, the rest of ``forward``."""
+    a, v, audio_ok, video_ok = (x[:, s0:s1] for x in emb)
+    pad = torch.ones(1, s1 - s0, dtype=torch.bool, device=a.device)
+    with _autocast(run):
+        return run.model.encode(a, v, audio_ok, video_ok, pad)[0].float().cpu().numpy()
 
 
 def _engine_inputs(run: Run, audio, frames, audio_mask, video_mask, s0: int, s1: int,
@@ -495,13 +574,61 @@ def clip_imports(run: Run, specs: list[ImportSpec], clip_id: str, stem: str, T: 
     return streams, notes
 
 
+class _PooledRows:
+    """Image rows (n, S, S, 3) uint8 as they come, kept pooled to ``size`` (``pool_frames``), ``POOL_BLOCK`` rows at
+    a time: the clip is never held at its stored size, and pooling works row by row, so the bytes are those of
+    pooling it whole."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.pending, self.n_pending, self.done = size, [], 0, []
+
+    def __call__(self, rows: np.ndarray) -> None:
+        self.pending.append(rows)
+        self.n_pending += len(rows)
+        if self.n_pending >= POOL_BLOCK:
+            self._pool()
+
+    def _pool(self) -> None:
+        if self.pending:
+            self.done.append(pool_frames(np.concatenate(self.pending), self.size))
+            self.pending, self.n_pending = [], 0
+
+    def array(self) -> np.ndarray | None:
+        """(T, size, size, 3) uint8, or None when no row came."""
+        self._pool()
+        return np.concatenate(self.done) if self.done else None
+
+
+def featurise_for_model(run: Run, path: str | os.PathLike, audio_path: str | os.PathLike | None = None) -> ClipArrays:
+    """``featurise_in_memory`` with the frames and face crops pooled to the model's video size as they are decoded:
+    the bytes ``prepare_inputs`` makes of the full-size ones, so its pooling hands them back unchanged, without
+    holding a long clip at 224 px (120 s of video: 450 MB at 224 px, 28 MB at 56)."""
+    if not run.model_cfg.video:
+        return featurise_in_memory(path, run.input_cfg, audio_path=audio_path)
+    frames, crops = _PooledRows(run.model_cfg.video_size), _PooledRows(run.model_cfg.video_size)
+    face_chunks: list[FaceChunk] = []
+
+    def on_faces(chunk: FaceChunk) -> None:
+        crops(chunk.crops)
+        face_chunks.append(dataclasses.replace(chunk, crops=chunk.crops[:0]))  # the rest of the chunk, crops apart
+
+    sink = FeatureCollector()
+    dec = featurise(path, run.input_cfg, audio_path=audio_path, on_frames=frames, on_features=sink,
+                    on_faces=on_faces)  # fmt: skip
+    faces = join_faces(face_chunks) if face_chunks else None
+    if faces is not None:
+        faces.crops = crops.array()
+    features = sink.arrays(dec.n_frames) if dec.has_audio else {}
+    return ClipArrays(dec, frames.array() if dec.has_video else None, features, faces)
+
+
 def predict_clip(run: Run, path: str | os.PathLike, audio_path: str | os.PathLike | None = None,
                  imports: list[ImportSpec] = (), clip_id: str | None = None) -> Prediction:  # fmt: skip
     """Decode and featurise ``path`` as extraction does, then predict every frame.
 
     ``imports``: the ``--import`` specs of the imports the model reads (``check_import_specs``); each clip's file
     is looked up by ``clip_id`` (default: the file's stem) then the stem, as extraction looks it up."""
-    arrays = featurise_in_memory(path, run.input_cfg, audio_path=audio_path)
+    arrays = featurise_for_model(run, path, audio_path)
     streams, notes = {}, []
     if run.imports:
         stem = Path(path).stem

@@ -2,11 +2,19 @@
 
 A ``LiveDecoder`` thread puts grid rows and audio samples on a queue as the source delivers them. This thread
 computes each row's local audio features as soon as its analysis window is in (``AudioFeatureStream.advance``),
-pools frames to the model's size as they come, and every ``hop`` seconds of media runs the model on the sliding
-context window of the last ``context`` seconds (at most the model's ``max_seq_len`` rows), treated exactly as a
-clip that ends now: the same feature code, the same standardisation, the same ``infer`` as ``mmemo predict``
-(and so the same engine: the PyTorch model, or an exported file with ``--engine``, ``Run.engine``).
+pools frames to the model's size a hop at a time (``_PooledOnRead``), and every ``hop`` seconds of media runs
+the model on the sliding context window of the last ``context`` seconds (at most the model's ``max_seq_len``
+rows), treated exactly as a clip that ends now: the same feature code, the same standardisation, the same model
+as ``mmemo predict`` (and so the same engine: the PyTorch model, or an exported file with ``--engine``,
+``Run.engine``).
 Context features (rhythm) are computed on the window's onset envelope, as they would be for a clip of that length.
+
+With the PyTorch model, each row's input embedding (``MultiModalTransformer.embed``: the frame CNN's output, the
+audio projection) is kept in a ring buffer beside the context, so a hop embeds only the rows it brings and runs
+``MultiModalTransformer.encode`` on the context: the numbers of running the whole model on the context (what
+``infer`` does, ``embed_once=False``) to float rounding, without the CNN seeing each row once per hop (20 times at
+a 10-s context and 0.5-s hops). The audio projection is kept too unless the model reads a context feature, whose
+rows change with every window (it is one linear layer: recomputing it costs little).
 
 One prediction per hop: ``time`` is the media time at the end of the hop, the values are the model's mean over
 the hop's rows, ``latency_s`` the wall time from the arrival of the hop's newest row (the moment its frame and
@@ -28,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from mmemo.data.dataset import pool_frames
 from mmemo.errors import MediaError, MmemoError
@@ -37,7 +46,7 @@ from mmemo.features.registry import FEATURES
 from mmemo.media.grid import audio_row_mask
 from mmemo.media.live import LiveDecoder
 from mmemo.pipeline.postprocess import StreamPostProcess
-from mmemo.pipeline.predict import Run, check_modalities, infer, prepare_inputs
+from mmemo.pipeline.predict import Run, check_modalities, embed_rows, encode_rows, infer, prepare_inputs
 
 
 @dataclass
@@ -107,16 +116,54 @@ class _Rows:
         if cut > 0:
             self.pieces, self.base, self.n = [self.data[cut:]], self.base + cut, self.n - cut
 
+    def restart_at(self, row: int) -> None:
+        """Let every row go and take the next appended one as row ``row`` (>= end: rows are never reused)."""
+        if row < self.end:
+            raise IndexError(f"restart at row {row}, before the end {self.end} of the rows kept")
+        self.base, self.n, self.pieces = row, 0, []
+
     def get(self, start: int, stop: int) -> np.ndarray:
         if start < self.base:
             raise IndexError(f"rows from {start} requested, only rows from {self.base} are kept")
         return self.data[start - self.base : stop - self.base]
 
 
+class _PooledOnRead:
+    """Image rows (n, S, S, 3) uint8 appended as they arrive and pooled to ``size`` (``pool_frames``) when first
+    read, every row not pooled yet in one call; a row is held at full size only until then, and rows that leave
+    the context unread (dropped hops) are never pooled. Pooling is per row, so the bytes are those of pooling each
+    row as it comes; but torch pools one 224-px frame in about 3 ms of CPU with its 2 threads on a 2-core machine
+    (16 ms beside the decoder thread), a batch of 13 in about 1.3 ms a frame.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size, self.raw, self.pooled = size, _Rows(), _Rows()
+
+    @property
+    def end(self) -> int:
+        return self.raw.end
+
+    def append(self, rows: np.ndarray) -> None:
+        self.raw.append(rows)
+
+    def get(self, start: int, stop: int) -> np.ndarray:
+        if self.pooled.end < start:  # the rows in between were never read: skip them
+            self.pooled.restart_at(start)
+        if self.pooled.end < stop:
+            self.pooled.append(pool_frames(self.raw.get(self.pooled.end, stop), self.size))
+            self.raw.forget_before(stop)
+        return self.pooled.get(start, stop)
+
+    def forget_before(self, row: int) -> None:
+        self.raw.forget_before(row)
+        self.pooled.forget_before(row)
+
+
 class StreamPredictor:
     """Consumes a ``LiveDecoder``'s queue; see the module docstring."""
 
-    def __init__(self, run: Run, decoder: LiveDecoder, *, hop_s: float = 0.5, context_s: float = 10.0) -> None:
+    def __init__(self, run: Run, decoder: LiveDecoder, *, hop_s: float = 0.5, context_s: float = 10.0,
+                 embed_once: bool = True) -> None:  # fmt: skip
         cfg = run.extract_cfg
         check_modalities(run, decoder.has_audio, decoder.has_video, decoder.source)
         self.run, self.dec, self.fps = run, decoder, cfg.fps
@@ -134,11 +181,12 @@ class StreamPredictor:
         self.features = AudioFeatureStream(cfg, self._on_features) if self.use_audio else None
         self.audio_arrival = _Rows()  # (n, 2): [end sample, wall time] of each audio piece
         self.n_samples = 0
-        self.frames, self.vmask, self.v_arrival = _Rows(), _Rows(), _Rows()
+        size = run.model_cfg.video_size
+        self.frames, self.vmask, self.v_arrival = _PooledOnRead(size), _Rows(), _Rows()
         # Faces (a model trained on them): the decoder thread's tracker sends each row's crop a few rows after its
         # frame (the tracker's delay: every + smooth // 2 rows); a row is ready when its face has come too.
         self.use_faces = self.use_video and run.visual == "faces"
-        self.crops, self.fmask = _Rows(), _Rows()
+        self.crops, self.fmask = _PooledOnRead(size), _Rows()
         self.n_rows: int | None = None  # known at the end of the source
         self.done = 0  # rows covered by predictions so far
         # The run's fitted post-processing, causal (a trailing mean, then the rest of the delay)
@@ -147,6 +195,12 @@ class StreamPredictor:
         # The audio track's decoded span and holes, as the decoder thread sent them with its latest samples.
         self.audio_span: tuple[int, int] | None = None
         self.audio_gaps: tuple[tuple[int, int], ...] = ()
+        # The ring buffer of input embeddings (the module docstring): rows [emb_v.base, embedded) of the context.
+        # emb_v (n, H) float32 the frame CNN's output, zero where no frame; emb_vok (n,) bool where there is one;
+        # emb_a (n, H) the audio projection before its mask (the mask is the window's, applied per hop).
+        self.embed_once = embed_once and run.engine is None
+        self.emb_v, self.emb_vok, self.emb_a = _Rows(), _Rows(), _Rows()
+        self.embedded = 0
 
     def _on_features(self, name: str, first_row: int, rows: np.ndarray) -> None:
         if name in self.feats:
@@ -158,13 +212,13 @@ class StreamPredictor:
         if kind == "video":
             _, rows, mask, wall = item
             if self.use_video:
-                self.frames.append(pool_frames(rows, self.run.model_cfg.video_size))
+                self.frames.append(rows)
                 self.vmask.append(mask)
             self.v_arrival.append(np.full(len(rows), wall))
         elif kind == "faces":
             if self.use_faces:
                 chunk = item[1]
-                self.crops.append(pool_frames(chunk.crops, self.run.model_cfg.video_size))
+                self.crops.append(chunk.crops)
                 self.fmask.append(chunk.mask)
         elif kind == "audio":
             _, x, wall, self.audio_span, self.audio_gaps = item
@@ -236,10 +290,61 @@ class StreamPredictor:
             return np.zeros(w1 - w0, bool)
         return audio_row_mask(np.arange(w0, w1), self.run.extract_cfg.hop_length, self.audio_span, self.audio_gaps)
 
+    def _encode(self, w0: int, w1: int) -> np.ndarray:
+        """The model on the context rows [w0, w1) from the ring buffer of embeddings, after embedding the rows
+        that are new to it (all of them on the first hop, or after dropped hops left a gap): (w1 - w0, 2)."""
+        r0 = max(w0, self.embedded)
+        if r0 > self.embedded:  # the rows in between fell out of the context unseen (dropped hops)
+            for rows in (self.emb_v, self.emb_vok, self.emb_a):
+                rows.restart_at(r0)
+        if r0 < w1:
+            self._embed(r0, w1)
+        self.embedded = w1
+        n, H, dev = w1 - w0, self.run.model_cfg.hidden, self.run.device
+        a, audio_ok = np.zeros((n, H), np.float32), np.zeros(n, bool)
+        if self.use_audio:
+            audio_ok = self._audio_mask(w0, w1)
+            if self.ctx_names:  # the window's rhythm rows: projected anew, masked as the model masks them
+                a = self._embed_audio(w0, w1, w0, audio_ok)
+            else:
+                a = self.emb_a.get(w0, w1) * audio_ok[:, None]  # (n, H), the product embed makes
+        v, video_ok = np.zeros((n, H), np.float32), np.zeros(n, bool)
+        if self.use_video:
+            v, video_ok = self.emb_v.get(w0, w1), self.emb_vok.get(w0, w1)
+        emb = tuple(torch.from_numpy(np.ascontiguousarray(x))[None].to(dev) for x in (a, v, audio_ok, video_ok))
+        return encode_rows(self.run, emb, 0, n)
+
+    def _embed(self, r0: int, r1: int) -> None:
+        """Append rows [r0, r1)'s embeddings to the ring buffer: the frame CNN on their frames (or faces), and,
+        without context features, their audio projection."""
+        n = r1 - r0
+        if self.use_video:
+            frames, vmask = self.frames.get(r0, r1), self.vmask.get(r0, r1)
+            faces = (self.crops.get(r0, r1), self.fmask.get(r0, r1)) if self.use_faces else None
+            _, pooled, _, video_mask = prepare_inputs(self.run, None, frames, np.zeros(n, bool), vmask,
+                                                      self.dec.source, faces)  # fmt: skip
+            _, v, _, video_ok = embed_rows(self.run, None, pooled, np.zeros(n, bool), video_mask)
+            self.emb_v.append(v[0].float().cpu().numpy())
+            self.emb_vok.append(video_ok[0].cpu().numpy())
+        if self.use_audio and not self.ctx_names:
+            self.emb_a.append(self._embed_audio(r0, r1, r0, np.ones(n, bool)))
+
+    def _embed_audio(self, r0: int, r1: int, w0: int, mask: np.ndarray) -> np.ndarray:
+        """The audio projection (r1 - r0, H) of rows [r0, r1) times ``mask``, their features standardised as
+        ``prepare_inputs`` does; context features computed on the onsets of rows [w0, r1)."""
+        features = {name: self.feats[name].get(r0, r1) for name in self.local}
+        if self.ctx_names:
+            onset = self.features.onset_envelope(w0, r1)
+            for name, _, x in context_features(onset, self.run.extract_cfg, self.ctx_names):
+                features[name] = x[r0 - w0 :]
+        audio = prepare_inputs(self.run, features, None, mask, None, self.dec.source)[0]
+        a = embed_rows(self.run, audio, None, mask, np.zeros(r1 - r0, bool))[0]
+        return a[0].float().cpu().numpy()
+
     def predict(self, end: int, dropped: int) -> StreamPrediction:
         """The prediction for the hop ending at row ``end``, from the context window that ends there."""
         w0 = max(0, end - self.context)
-        y = infer(self.run, *self._inputs(w0, end))  # (end - w0, 2)
+        y = self._encode(w0, end) if self.embed_once else infer(self.run, *self._inputs(w0, end))  # (end - w0, 2)
         h0 = max(w0, self.done, self._boundary(self.k - 1))  # this hop's rows (the last hop may be shorter)
         rows = y[h0 - w0 :]
         if self.post is not None:  # the fitted chain, causal: each row once, in order
@@ -252,7 +357,8 @@ class StreamPredictor:
         self.row_latencies = now - arrival  # the rows since the last prediction get their first one now
         self.done = end
         # The next window starts at or after end + 1 - context: older rows are not needed again.
-        for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival, self.crops, self.fmask):
+        for rows in (*self.feats.values(), self.frames, self.vmask, self.v_arrival, self.crops, self.fmask,
+                     self.emb_v, self.emb_vok, self.emb_a):  # fmt: skip
             rows.forget_before(end + 1 - self.context)
         if self.features is not None and self.audio_arrival.n:
             self.features.forget_onsets_before(end + 1 - self.context)
@@ -336,8 +442,12 @@ def stream_predict(
     input_format: str | None = None,
     options: dict[str, str] | None = None,
     threads: int = 0,
+    embed_once: bool = True,
 ) -> StreamStats:
     """Predict ``source`` live, calling ``emit`` once per hop; returns the stream's statistics.
+
+    ``embed_once=False`` runs the whole model on the context every hop instead of keeping each row's embedding
+    (the reference the ring buffer is tested and measured against; the same numbers to float rounding).
 
     Raises:
         MmemoError: one line when the source cannot be opened or breaks, or (before opening it) when the run's
@@ -363,7 +473,7 @@ def stream_predict(
         input_format=input_format, options=options, threads=threads,
         on_picture=faces.push if faces is not None else None, on_end=faces.finish if faces is not None else None,
     )  # fmt: skip
-    predictor = StreamPredictor(run, decoder, hop_s=hop_s, context_s=context_s)
+    predictor = StreamPredictor(run, decoder, hop_s=hop_s, context_s=context_s, embed_once=embed_once)
     _warm_up(run, predictor.context)
     stats = StreamStats()
     decoder.start()
