@@ -271,11 +271,7 @@ class StreamPredictor:
         n = w1 - w0
         features = None
         if self.use_audio:
-            features = {name: self.feats[name].get(w0, w1) for name in self.local}
-            if self.ctx_names:
-                onset = self.features.onset_envelope(w0, w1)
-                for name, _, x in context_features(onset, self.run.extract_cfg, self.ctx_names):
-                    features[name] = x
+            features = self._features(w0, w1, w0)
             audio_mask = self._audio_mask(w0, w1)
         else:
             audio_mask = np.zeros(n, bool)
@@ -283,6 +279,16 @@ class StreamPredictor:
         video_mask = self.vmask.get(w0, w1) if self.use_video else None
         faces = (self.crops.get(w0, w1), self.fmask.get(w0, w1)) if self.use_faces else None
         return prepare_inputs(self.run, features, frames, audio_mask, video_mask, self.dec.source, faces)
+
+    def _features(self, r0: int, r1: int, w0: int) -> dict[str, np.ndarray]:
+        """Rows [r0, r1) of every audio feature: the local ones as computed, the context ones (rhythm) on the
+        onsets of the window's rows [w0, r1), as for a clip that starts at w0 and ends at r1."""
+        features = {name: self.feats[name].get(r0, r1) for name in self.local}
+        if self.ctx_names:
+            onset = self.features.onset_envelope(w0, r1)
+            for name, _, x in context_features(onset, self.run.extract_cfg, self.ctx_names):
+                features[name] = x[r0 - w0 :]
+        return features
 
     def _audio_mask(self, w0: int, w1: int) -> np.ndarray:
         """Rows whose window centre is decoded audio (not the silence before a late start or in a hole)."""
@@ -332,12 +338,7 @@ class StreamPredictor:
     def _embed_audio(self, r0: int, r1: int, w0: int, mask: np.ndarray) -> np.ndarray:
         """The audio projection (r1 - r0, H) of rows [r0, r1) times ``mask``, their features standardised as
         ``prepare_inputs`` does; context features computed on the onsets of rows [w0, r1)."""
-        features = {name: self.feats[name].get(r0, r1) for name in self.local}
-        if self.ctx_names:
-            onset = self.features.onset_envelope(w0, r1)
-            for name, _, x in context_features(onset, self.run.extract_cfg, self.ctx_names):
-                features[name] = x[r0 - w0 :]
-        audio = prepare_inputs(self.run, features, None, mask, None, self.dec.source)[0]
+        audio = prepare_inputs(self.run, self._features(r0, r1, w0), None, mask, None, self.dec.source)[0]
         a = embed_rows(self.run, audio, None, mask, np.zeros(r1 - r0, bool))[0]
         return a[0].float().cpu().numpy()
 
