@@ -63,7 +63,8 @@ def _detector() -> RetinaFace:
 
 
 def _pictures(path: Path, rows) -> dict:
-    """The ``FramePicture`` mmemo's decoder hands the face tracker on each of ``rows`` (grid rows)."""
+    """The ``FramePicture`` mmemo's decoder hands the face tracker on each of ``rows`` (grid rows), decoded as
+    ``_arrays``' extraction decodes (the default configuration's deblocking)."""
     rows, got, t = set(rows), {}, [0]
 
     def take(picture):
@@ -71,7 +72,8 @@ def _pictures(path: Path, rows) -> dict:
             got[t[0]] = picture
         t[0] += 1
 
-    decode_media(path, on_frames=lambda chunk: None, on_picture=take, use_audio=False)
+    decode_media(path, on_frames=lambda chunk: None, on_picture=take, use_audio=False,
+                 skip_loop_filter=ExtractConfig().skip_loop_filter)  # fmt: skip
     return got
 
 

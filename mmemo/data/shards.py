@@ -91,7 +91,7 @@ class ShardWriter:
     def _create_frames(self) -> None:
         self._create_images(S.FRAMES, S.FRAMES_JPEG, self.frame_size)
 
-    def _create_images(self, name: str, jpeg_name: str, s: int) -> None:
+    def _create_images(self, name: str, jpeg_name: str, s: int, options: dict | None = None) -> None:
         if codecs.is_jpeg(self.codec):
             self.h5.create_dataset(
                 jpeg_name, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8), chunks=(256,)
@@ -99,7 +99,7 @@ class ShardWriter:
         else:
             self.h5.create_dataset(
                 name, shape=(0, s, s, 3), maxshape=(None, s, s, 3), dtype=np.uint8,
-                chunks=(S.FRAME_CHUNK, s, s, 3), **codecs.dataset_options(self.codec),
+                chunks=(S.FRAME_CHUNK, s, s, 3), **(codecs.dataset_options(self.codec) if options is None else options),
             )  # fmt: skip
 
     def _write_frames(self, start: int, chunk: np.ndarray) -> None:
@@ -118,12 +118,31 @@ class ShardWriter:
             ds.resize(end, axis=0)
             ds[start:end] = chunk
 
+    def _write_crops(self, start: int, crops: np.ndarray, mask: np.ndarray) -> None:
+        """Face crops at rows ``start..``: as the frames are, except that with the crops stored raw (the lzf
+        default, ``codecs.crop_options``) rows without a face are not written: an HDF5 chunk none of whose rows has
+        a face is never allocated (no space), and unwritten rows read back as the fill value, black, which is what
+        a masked row holds anyway."""
+        ds = self.h5.get(S.FACE_CROPS)
+        if ds is None or ds.compression is not None:
+            self._write_images(S.FACE_CROPS, S.FACE_CROPS_JPEG, start, crops)
+            return
+        end = start + len(crops)
+        ds.resize(end, axis=0)
+        c = S.FRAME_CHUNK
+        lo = start
+        while lo < end:  # the part of one HDF5 chunk that this call covers, at a time
+            hi = min(end, (lo // c + 1) * c)
+            if mask[lo - start : hi - start].any():
+                ds[lo:hi] = crops[lo - start : hi - start]
+            lo = hi
+
     def append_faces(self, chunk) -> None:
         """Append a ``mmemo.features.clip.FaceChunk`` (its rows must follow the last ones written): the crops are
         compressed and written in the background like the frames, the per-row arrays at once."""
         n = len(chunk.mask)
         if S.FACES not in self.h5:
-            self._create_images(S.FACE_CROPS, S.FACE_CROPS_JPEG, chunk.crops.shape[1])
+            self._create_images(S.FACE_CROPS, S.FACE_CROPS_JPEG, chunk.crops.shape[1], codecs.crop_options(self.codec))
             for name, shape, dtype in (
                 (S.FACE_MASK, (), np.bool_),
                 (S.FACE_BOXES, (4,), np.float32),
@@ -139,9 +158,7 @@ class ShardWriter:
             ds = self.h5[name]
             ds.resize(self.n_faces + n, axis=0)
             ds[self.n_faces :] = data
-        self._pending.append(
-            self._pool.submit(self._write_images, S.FACE_CROPS, S.FACE_CROPS_JPEG, self.n_faces, chunk.crops)
-        )
+        self._pending.append(self._pool.submit(self._write_crops, self.n_faces, chunk.crops, chunk.mask))
         self.n_faces += n
         self._drain(_MAX_PENDING_CHUNKS)
 

@@ -193,6 +193,7 @@ def featurise(
             chunk_frames=chunk_frames,
             threads=threads,
             on_picture=faces.push if faces is not None else None,
+            skip_loop_filter=cfg.skip_loop_filter,
         )
     except BaseException:
         if faces is not None:

@@ -35,6 +35,7 @@ from mmemo.media.grid import (
     audio_row_mask,
     best_stream,
     ffmpeg_reason,
+    set_skip_loop_filter,
     stream_start,
 )
 
@@ -228,6 +229,7 @@ def decode_media(
     chunk_frames: int = 16,
     threads: int = 0,
     on_picture: PictureSink | None = None,
+    skip_loop_filter: str = "none",
 ) -> DecodedMedia:
     """Decode ``path`` (and, when given, its audio from ``audio_path``) onto the ``fps`` grid.
 
@@ -241,6 +243,8 @@ def decode_media(
         threads: decoder threads for the video (0: FFmpeg picks, one per core).
         on_picture: called once per grid row, in order, with the source picture on screen in it (a
             ``mmemo.media.picture.FramePicture`` at full resolution) or None: the face tracker's input.
+        skip_loop_filter: which frames the H.264 / HEVC decoder does not deblock (``mmemo.config.SKIP_LOOP_FILTER``;
+            other codecs ignore it).
 
     Raises:
         MediaError: one line naming the file and what is wrong with it.
@@ -267,6 +271,7 @@ def decode_media(
         if vstream is not None:
             vstream.thread_type = "AUTO"  # frame + slice threads: decoding is the cost that matters
             vstream.thread_count = threads
+            set_skip_loop_filter(vstream, skip_loop_filter)
             video = VideoTrack(vstream, origin, cfg, sink, chunk_frames, on_picture)
             handlers[vstream.index] = video.push
             declared["video"] = (path, _declared_duration(vstream))

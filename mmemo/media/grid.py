@@ -56,6 +56,14 @@ def best_stream(container: av.container.InputContainer, kind: str):
     return max(streams, key=lambda s: s.codec_context.channels or 0)
 
 
+def set_skip_loop_filter(stream, mode: str) -> None:
+    """Ask ``stream``'s decoder (before its first packet) to skip deblocking on ``mode``'s frames ("none": on none).
+
+    FFmpeg's ``skip_loop_filter`` option, given by its AVDiscard name; decoders without a loop filter ignore it."""
+    if mode != "none":
+        stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": mode}
+
+
 def stream_start(stream) -> Fraction:
     if stream is None or stream.start_time is None:
         return Fraction(0)

@@ -43,6 +43,7 @@ from mmemo.media.grid import (
     VideoTrack,
     best_stream,
     ffmpeg_reason,
+    set_skip_loop_filter,
     stream_start,
 )
 
@@ -77,6 +78,7 @@ class LiveDecoder(threading.Thread):
         threads: int = 0,
         on_picture: PictureSink | None = None,
         on_end: Callable[[], None] | None = None,
+        skip_loop_filter: str = "none",
     ) -> None:
         """``on_picture``: called in this thread once per grid row with its source picture (the face tracker's
         input, as in ``decode_media``); ``on_end``: called in this thread after the last row, before ("end", ...)
@@ -102,6 +104,7 @@ class LiveDecoder(threading.Thread):
         if self.vstream is not None:
             self.vstream.thread_type = "AUTO"
             self.vstream.thread_count = threads
+            set_skip_loop_filter(self.vstream, skip_loop_filter)
         self.video: VideoTrack | None = None
         self.audio: AudioTrack | None = None
 

@@ -37,11 +37,11 @@ from mmemo.pipeline.postprocess import fit as fit_postprocess
 from mmemo.pipeline.predict import Run, infer, load_run, prepare_inputs
 
 # Settings that change the numbers of a feature: a features directory must agree with the run on all of them.
-# (frame_codec only changes how frames are stored; the features list is checked by name.)
+# (frame_codec only changes how frames are stored, skip_loop_filter frames by hundredths of a grey level; the
+# features list is checked by name.)
 # Face settings are checked by what the model reads (a model of whole frames ignores them): check_compatible.
-_NUMERIC_KEYS = [
-    k for k in ExtractConfig().to_dict() if k not in ("frame_codec", "features", "faces", "face_size", "face_every")
-]
+_NOT_NUMERIC = ("frame_codec", "skip_loop_filter", "features", "faces", "face_size", "face_every")
+_NUMERIC_KEYS = [k for k in ExtractConfig().to_dict() if k not in _NOT_NUMERIC]
 
 
 @dataclass

@@ -473,6 +473,7 @@ def stream_predict(
         use_video=run.model_cfg.video, use_audio=run.model_cfg.audio_dim > 0, realtime=realtime, every_hop=every_hop,
         input_format=input_format, options=options, threads=threads,
         on_picture=faces.push if faces is not None else None, on_end=faces.finish if faces is not None else None,
+        skip_loop_filter=cfg.skip_loop_filter,
     )  # fmt: skip
     predictor = StreamPredictor(run, decoder, hop_s=hop_s, context_s=context_s, embed_once=embed_once)
     _warm_up(run, predictor.context)
