@@ -130,12 +130,20 @@ class ShardWriter:
         end = start + len(crops)
         ds.resize(end, axis=0)
         c = S.FRAME_CHUNK
-        lo = start
-        while lo < end:  # the part of one HDF5 chunk that this call covers, at a time
-            hi = min(end, (lo // c + 1) * c)
-            if mask[lo - start : hi - start].any():
-                ds[lo:hi] = crops[lo - start : hi - start]
-            lo = hi
+        edges = list(range(start, end, c)) if start % c == 0 else [start, *range((start // c + 1) * c, end, c)]
+        parts = [(lo, min(end, lo - lo % c + c)) for lo in edges]  # the part of each HDF5 chunk this call covers
+        keep = [mask[lo - start : hi - start].any() for lo, hi in parts]
+        i = 0
+        while i < len(parts):  # one write per run of parts with a face (h5py's cost is per call)
+            if not keep[i]:
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(parts) and keep[j + 1]:
+                j += 1
+            lo, hi = parts[i][0], parts[j][1]
+            ds[lo:hi] = crops[lo - start : hi - start]
+            i = j + 1
 
     def append_faces(self, chunk) -> None:
         """Append a ``mmemo.features.clip.FaceChunk`` (its rows must follow the last ones written): the crops are
