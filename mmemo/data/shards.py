@@ -129,25 +129,26 @@ class ShardWriter:
             return
         end = start + len(crops)
         ds.resize(end, axis=0)
-        c = S.FRAME_CHUNK
-        edges = list(range(start, end, c)) if start % c == 0 else [start, *range((start // c + 1) * c, end, c)]
-        parts = [(lo, min(end, lo - lo % c + c)) for lo in edges]  # the part of each HDF5 chunk this call covers
-        keep = [mask[lo - start : hi - start].any() for lo, hi in parts]
-        i = 0
-        while i < len(parts):  # one write per run of parts with a face (h5py's cost is per call)
-            if not keep[i]:
-                i += 1
-                continue
-            j = i
-            while j + 1 < len(parts) and keep[j + 1]:
-                j += 1
-            lo, hi = parts[i][0], parts[j][1]
-            ds[lo:hi] = crops[lo - start : hi - start]
-            i = j + 1
+        run: list[int] | None = None  # [first, last + 1) rows of consecutive chunk parts with a face
+        lo = start
+        while lo < end:  # the part of each HDF5 chunk that this call covers
+            hi = min(end, (lo // S.FRAME_CHUNK + 1) * S.FRAME_CHUNK)
+            if mask[lo - start : hi - start].any():
+                run = [run[0] if run else lo, hi]
+            elif run:
+                self._write_rows(ds, start, crops, *run)
+                run = None
+            lo = hi
+        if run:
+            self._write_rows(ds, start, crops, *run)
+
+    @staticmethod
+    def _write_rows(ds, start: int, rows: np.ndarray, lo: int, hi: int) -> None:
+        ds[lo:hi] = rows[lo - start : hi - start]  # one h5py call per run: its cost is per call
 
     def append_faces(self, chunk) -> None:
         """Append a ``mmemo.features.clip.FaceChunk`` (its rows must follow the last ones written): the crops are
-        compressed and written in the background like the frames, the per-row arrays at once."""
+        written in the background like the frames (``_write_crops``), the per-row arrays at once."""
         n = len(chunk.mask)
         if S.FACES not in self.h5:
             self._create_images(S.FACE_CROPS, S.FACE_CROPS_JPEG, chunk.crops.shape[1], codecs.crop_options(self.codec))
