@@ -20,6 +20,8 @@ from mmemo.features.faces import (
     FaceTracker,
     align_face,
     apply_transform,
+    box_factors,
+    box_reduce,
     iou,
     similarity_transform,
     template,
@@ -90,6 +92,66 @@ def test_warp_fills_outside_with_black():
     img = np.full((10, 10, 3), 200, np.uint8)
     out = warp_affine(img, _similarity(0, 1, 50, 50), 64)  # the picture lands at (50..59, 50..59)
     assert out[:45, :45].max() == 0 and out[52, 52].min() == 200
+
+
+def _checkerboard(h: int, w: int) -> np.ndarray:
+    """(h, w, 3) uint8: black and white alternating pixel by pixel, the picture that aliases most."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.repeat((((yy + xx) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_box_reduce_known_values_and_pillow():
+    """Block means rounded half up (partial blocks at the edges average what they have), and within one level of
+    Pillow's Image.reduce (its fixed-point division), which FramePicture uses on the decoder's planes."""
+    img = np.arange(5 * 7 * 1, dtype=np.uint8).reshape(5, 7, 1)
+    got = box_reduce(img, 3, 2)[..., 0]
+    # rows 0-1 x cols 0-2: (0+1+2+7+8+9)/6 = 4.5 -> 5; cols 6 (partial): (6+13)/2 = 9.5 -> 10; row 4 (partial):
+    # (28+29+30)/3 = 29
+    assert got.shape == (3, 3) and got[0, 0] == 5 and got[0, 2] == 10 and got[2, 0] == 29
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    pil = np.asarray(Image.fromarray(rgb).reduce((3, 2)))
+    assert np.abs(box_reduce(rgb, 3, 2).astype(int) - pil).max() <= 1
+
+
+def test_a_face_larger_than_its_crop_is_averaged_not_aliased():
+    """A 1-pixel checkerboard shrunk 4 times (rotated a little, shifted by a fraction of a pixel) is flat grey
+    (each 4 x 4 block averages to 127.5): bilinear sampling alone would read single black or white pixels."""
+    img = _checkerboard(400, 400)
+    out = warp_affine(img, _similarity(7, 0.25, 3.3, 2.7), 64)[20:60, 20:60]  # inside the picture
+    assert np.abs(out.astype(int) - 128).max() <= 1
+    assert box_factors(np.linalg.inv(np.vstack([_similarity(7, 0.25, 0, 0), [0, 0, 1]]))) == (
+        4,
+        4,
+    )  # 4 px a crop px, turned or not
+
+
+def test_a_decoded_frame_larger_than_its_crop_is_averaged_not_aliased(tmp_path):
+    """The same on the decoder's planes: a checkerboard clip encoded losslessly (H.264, qp 0, 4:4:4), cropped by
+    ``FramePicture.warp`` at a quarter of its size, is flat grey: Y 16 / 235 averages to 125.5 -> 126, RGB 128."""
+    import av
+
+    from mmemo.media.decode import decode_media
+
+    path = tmp_path / "checker.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width = vs.height = 400
+        vs.pix_fmt = "yuv444p"
+        vs.options = {"qp": "0", "preset": "ultrafast"}
+        for _ in range(3):
+            c.mux(
+                vs.encode(
+                    av.VideoFrame.from_ndarray(_checkerboard(400, 400), format="rgb24").reformat(format="yuv444p")
+                )
+            )
+        c.mux(vs.encode(None))
+    pictures = []
+    decode_media(path, use_audio=False, on_frames=lambda chunk: None, on_picture=pictures.append)
+    crop = pictures[1].warp(_similarity(7, 0.25, 3.3, 2.7), 64)[20:60, 20:60]
+    assert np.abs(crop.astype(int) - 128).max() <= 2
 
 
 def test_iou_known_values():

@@ -80,8 +80,39 @@ def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ m[:, :2].T + m[:, 2]
 
 
+# How a crop is sampled from its picture; part of each extracted clip's key (mmemo.pipeline.extract.clip_key), so
+# features whose crops were sampled otherwise (bilinear alone, before 2026-11-30) are extracted again on resume.
+CROP_SAMPLING = "box-reduced, bilinear"
+
+
+def box_factors(a: np.ndarray) -> tuple[int, int]:
+    """(kx, ky): how many whole source pixels one crop pixel spans along the source's x and y axes, at least 1.
+
+    ``a``: the linear part (2, 2) or more of the crop -> source map. Sampling a picture bilinearly where a crop
+    pixel spans k > 1 source pixels reads 4 of its k^2 pixels and aliases (a face 3 times larger than its crop
+    shimmers as the landmarks move by a fraction of a pixel), so the source is first averaged over k x k blocks."""
+    kx = max(1, int(np.hypot(a[0, 0], a[0, 1]) + 1e-9))
+    ky = max(1, int(np.hypot(a[1, 0], a[1, 1]) + 1e-9))
+    return kx, ky
+
+
+def box_reduce(image: np.ndarray, kx: int, ky: int) -> np.ndarray:
+    """(ceil(H / ky), ceil(W / kx), C) uint8: the means of ``kx x ky`` blocks of ``image`` (H, W, C) uint8, rounded
+    half up; the blocks at the right and bottom edges average the pixels they have (as Pillow's ``Image.reduce``)."""
+    h, w = image.shape[:2]
+    rows, cols = -(-h // ky), -(-w // kx)
+    padded = np.zeros((rows * ky, cols * kx, *image.shape[2:]), np.uint32)
+    padded[:h, :w] = image
+    sums = padded.reshape(rows, ky, cols, kx, -1).sum(axis=(1, 3))
+    counts = np.minimum(ky, h - ky * np.arange(rows))[:, None] * np.minimum(kx, w - kx * np.arange(cols))[None, :]
+    counts = counts[..., None]
+    return ((sums + counts // 2) // counts).astype(np.uint8).reshape(rows, cols, *image.shape[2:])
+
+
 def warp_affine(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
-    """The ``size x size`` crop whose pixel (x, y) is ``image`` at ``m^-1 (x, y)``, bilinear, black outside.
+    """The ``size x size`` crop whose pixel (x, y) is ``image`` at ``m^-1 (x, y)``, bilinear, black outside; where a
+    crop pixel spans k >= 2 source pixels the source is first averaged over k x k blocks (``box_factors``), so a
+    face larger than its crop does not alias.
 
     Args:
         image: (H, W, 3) uint8; m: (2, 3) source -> crop coordinates (pixel centres at integer positions).
@@ -89,7 +120,13 @@ def warp_affine(image: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
         (size, size, 3) uint8.
     """
     a = np.vstack([m, [0.0, 0.0, 1.0]])
-    inv = np.linalg.inv(a)[:2]
+    inv = np.linalg.inv(a)
+    kx, ky = box_factors(inv)
+    if kx > 1 or ky > 1:
+        # block (i, j) of the reduced picture has its centre at source (kx i + (kx - 1) / 2, ky j + (ky - 1) / 2)
+        image = box_reduce(image, kx, ky)
+        inv = np.array([[1 / kx, 0, -(kx - 1) / (2 * kx)], [0, 1 / ky, -(ky - 1) / (2 * ky)], [0, 0, 1.0]]) @ inv
+    inv = inv[:2]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
     sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]

@@ -5,8 +5,11 @@ frame to RGB would cost as much as decoding it. So a frame stays as the decoder 
 
 - ``small``: one swscale call to the detector's size (about 320 px on the long side), only on detection rows;
 - ``warp``: the aligned crop is sampled straight from the Y, U and V planes (Pillow's affine transform, bilinear,
-  in C, on the decoder's buffers without a copy) and converted to RGB there: a 112-px crop costs the same for a
-  4K frame as for a 360p one.
+  in C, on the decoder's buffers without a copy) and converted to RGB there. Where a crop pixel spans k >= 2
+  plane pixels (a face larger than its crop), the part of the plane the crop covers is first averaged over k x k
+  blocks (``Image.reduce``): bilinear sampling alone reads 4 of those k^2 pixels, and the crop aliases and
+  shimmers from row to row. So the crop costs more for a large face (k^2 pixels read per crop pixel), never the
+  whole frame's conversion.
 
 Coordinates are *display* pixels: the picture after the stream's rotation and sample aspect ratio, as a player
 shows it (``native_width x native_height`` of the shard), pixel centres at integers.
@@ -14,11 +17,14 @@ shows it (``native_width x native_height`` of the shard), pixel centres at integ
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
+
+from mmemo.features.faces import box_factors
 
 # (chroma subsampling x, y) of the 8-bit planar formats read as they are; anything else is converted to yuv420p.
 _PLANAR = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (2, 1), "yuvj422p": (2, 1), "yuv444p": (1, 1),
@@ -38,6 +44,25 @@ def _rgb_matrix(matrix: str, full: bool) -> tuple[float, ...]:
     return (ys, 0.0, r_cr, -ys * y0 - 128.0 * r_cr,
             ys, g_cb, g_cr, -ys * y0 - 128.0 * (g_cb + g_cr),
             ys, b_cb, 0.0, -ys * y0 - 128.0 * b_cb)  # fmt: skip
+
+
+def _sample(plane: Image.Image, a: np.ndarray, size: int, fill: int) -> Image.Image:
+    """The ``size x size`` picture whose pixel edges map to ``plane``'s edge coordinates by ``a`` (3, 3): bilinear
+    (Pillow's affine transform, in C), ``fill`` outside; where a crop pixel spans k >= 2 plane pixels, only the part
+    of the plane the crop covers is first averaged over k x k blocks (``Image.reduce``; the blocks on the lattice of
+    the whole plane, as ``mmemo.features.faces.warp_affine`` does for an RGB picture), so it does not alias."""
+    kx, ky = box_factors(a)
+    if kx > 1 or ky > 1:
+        corners = a[:2] @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]], np.float64)
+        w, h = plane.size
+        x0 = max(0, (math.floor(corners[0].min()) // kx - 2) * kx)
+        y0 = max(0, (math.floor(corners[1].min()) // ky - 2) * ky)
+        x1 = min(w, (math.ceil(corners[0].max()) // kx + 3) * kx)
+        y1 = min(h, (math.ceil(corners[1].max()) // ky + 3) * ky)
+        if x1 > x0 and y1 > y0:  # else the crop shows none of the picture: fill only, from the plane as it is
+            plane = plane.reduce((kx, ky), box=(x0, y0, x1, y1))
+            a = np.array([[1 / kx, 0, -x0 / kx], [0, 1 / ky, -y0 / ky], [0, 0, 1.0]]) @ a
+    return plane.transform((size, size), Image.AFFINE, tuple(a[:2].ravel()), Image.BILINEAR, fillcolor=fill)
 
 
 class FramePicture:
@@ -102,12 +127,11 @@ class FramePicture:
         back = np.array([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]])
         luma = shift @ self._display_to_coded() @ np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]])) @ back
         black = 0 if full else 16  # outside the picture: black once converted
-        yy = y.transform((size, size), Image.AFFINE, tuple(luma[:2].ravel()), Image.BILINEAR, fillcolor=black)
+        yy = _sample(y, luma, size, black)
         # Chroma sampled at every crop pixel too (from its subsampled plane): a face large in the frame keeps its
         # colour detail (lips, cheeks), within about a grey level of converting the whole frame first.
-        data = tuple((np.diag([1.0 / sx, 1.0 / sy, 1.0]) @ luma)[:2].ravel())
-        cb = u.transform((size, size), Image.AFFINE, data, Image.BILINEAR, fillcolor=128)
-        cr = v.transform((size, size), Image.AFFINE, data, Image.BILINEAR, fillcolor=128)
+        cb = _sample(u, np.diag([1.0 / sx, 1.0 / sy, 1.0]) @ luma, size, 128)
+        cr = _sample(v, np.diag([1.0 / sx, 1.0 / sy, 1.0]) @ luma, size, 128)
         # Y'CbCr -> R'G'B' in one affine colour matrix applied by Pillow in C (rounded, clipped to 0..255): a
         # third of the per-row cost of the same arithmetic in NumPy floats.
         return np.asarray(Image.merge("RGB", (yy, cb, cr)).convert("RGB", _rgb_matrix(matrix, full)))

@@ -48,6 +48,7 @@ from mmemo.data.shards import ShardWriter, read_attrs
 from mmemo.errors import ConfigError, MediaError, MmemoError, SchemaError
 from mmemo.features.clip import featurise
 from mmemo.features.detector import DETECTOR_NAME, check_detector
+from mmemo.features.faces import CROP_SAMPLING
 from mmemo.features.imports import ImportSpec, import_stream
 from mmemo.features.registry import check_features
 from mmemo.media.decode import Truncation
@@ -92,6 +93,8 @@ def clip_key(src: ClipSource, cfg: ExtractConfig, label_rows: pd.DataFrame | Non
         "config": cfg.config_hash(),
         "labels": "" if label_rows is None else pd.util.hash_pandas_object(label_rows, index=False).sum().item(),
     }
+    if cfg.faces:  # how crops are sampled from the picture (they changed once: bilinear alone aliased)
+        parts["crops"] = CROP_SAMPLING
     if imports:  # each import's file (or its absence): a file added, changed or removed extracts the clip again
         files = [(i.name, _import_file(i, src)) for i in imports]
         parts["imports"] = [(name, str(f), _file_stamp(f)) for name, f in files]
