@@ -10,7 +10,8 @@ process::
     /video/frames_jpeg        (T,)            vlen uint8  one JPEG per row (frame_codec "jpegNN")
     /video/mask               (T,)            bool     a source frame is on screen in row t
     /video/source_time        (T,)            float64  presentation time (s) of the source frame shown in row t
-    /faces/crops              (T, F, F, 3)    uint8    the aligned face (F = face_size), stored as the frames are
+    /faces/crops              (T, F, F, 3)    uint8    the aligned face (F = face_size), stored as the frames are,
+                                                       except raw under lzf (rows without a face left unwritten)
     /faces/crops_jpeg         (T,)            vlen uint8  (or one JPEG per row, frame_codec "jpegNN")
     /faces/mask               (T,)            bool     a face is there in row t (crop black where not: masked)
     /faces/boxes              (T, 4)          float32  x0, y0, x1, y1 in display pixels of the source, NaN if none
