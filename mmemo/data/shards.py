@@ -46,6 +46,7 @@ class ShardWriter:
         self.h5: h5py.File | None = None
         self.n_frames = 0
         self.n_faces = 0
+        self._face_rows: list[tuple[np.ndarray, ...]] = []  # (mask, boxes, landmarks, scores) per face chunk
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[Future] = deque()
 
@@ -59,6 +60,7 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
+                self._write_face_rows()
                 self._drain(0)  # a failed frame write surfaces here and fails the clip
         except BaseException:
             self._close()
@@ -66,6 +68,17 @@ class ShardWriter:
             raise
         self._close()
         self._atomic.__exit__(exc_type, exc, tb)  # complete: renamed into place; failed: removed
+
+    def _write_face_rows(self) -> None:
+        """The face mask, boxes, landmarks and scores of every row appended, in one write each."""
+        if not self._face_rows:
+            return
+        for i, name in enumerate((S.FACE_MASK, S.FACE_BOXES, S.FACE_LANDMARKS, S.FACE_SCORES)):
+            data = np.concatenate([rows[i] for rows in self._face_rows])
+            ds = self.h5[name]
+            ds.resize(len(data), axis=0)
+            ds[:] = data
+        self._face_rows = []
 
     def _close(self) -> None:
         for f in self._pending:
@@ -162,11 +175,9 @@ class ShardWriter:
                                        chunks=(S.FEATURE_CHUNK, *shape))  # fmt: skip
         if chunk.start != self.n_faces:
             raise ValueError(f"face rows from {chunk.start} after {self.n_faces} rows written")
-        for name, data in ((S.FACE_MASK, chunk.mask), (S.FACE_BOXES, chunk.boxes),
-                           (S.FACE_LANDMARKS, chunk.landmarks), (S.FACE_SCORES, chunk.scores)):  # fmt: skip
-            ds = self.h5[name]
-            ds.resize(self.n_faces + n, axis=0)
-            ds[self.n_faces :] = data
+        # The per-row arrays are kept and written once when the shard is complete (a few bytes a row; h5py's cost
+        # is per call, and the shard only exists once complete anyway).
+        self._face_rows.append((chunk.mask, chunk.boxes, chunk.landmarks, chunk.scores))
         self._pending.append(self._pool.submit(self._write_crops, self.n_faces, chunk.crops, chunk.mask))
         self.n_faces += n
         self._drain(_MAX_PENDING_CHUNKS)
