@@ -386,6 +386,15 @@ def _print_summary(summary) -> None:
     "--dropout", type=click.FloatRange(0, 1, max_open=True),
     help="Dropout [0.1; 0.3 for small corpora: under an hour of labelled training media].",
 )  # fmt: skip
+@click.option(
+    "--ema-decay", type=click.FloatRange(0, 1, max_open=True),
+    help="Decay per step of the moving average of the weights that is validated and saved [0.99 for small corpora: "
+    "under an hour of labelled training media; 0 otherwise]; 0: save the last weights as they are.",
+)  # fmt: skip
+@click.option(
+    "--mixup", type=click.FloatRange(0, None), default=TRAIN.mixup, show_default=True, metavar="ALPHA",
+    help="Mix pairs of training windows, inputs and labels, with weights drawn from Beta(ALPHA, ALPHA); 0: off.",
+)  # fmt: skip
 @_quiet("No progress bars.")
 @_progress("A live bar per epoch (terminals) or only the epoch lines (logs)")
 @click.option(
@@ -415,8 +424,9 @@ def _print_summary(summary) -> None:
 def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epochs: int | None, batch_size: int,
           lr: float, loss: str, patience: int | None, group_by: str | None, val_fraction: float | None, seed: int,
           workers: int, no_augment: bool, max_seq_len: int, hidden: int | None, layers: int | None, heads: int | None,
-          dropout: float | None, quiet: bool, progress: str, folds: int | None, seeds: int, ensemble: int,
-          target: str, no_frame_cache: bool, visual: str, imports: str | None, postprocess: str) -> None:  # fmt: skip
+          dropout: float | None, ema_decay: float | None, mixup: float, quiet: bool, progress: str,
+          folds: int | None, seeds: int, ensemble: int, target: str, no_frame_cache: bool, visual: str,
+          imports: str | None, postprocess: str) -> None:  # fmt: skip
     """Train the valence/arousal model on the shards of FEATURES_DIR (written by `mmemo extract`).
 
     With --folds K: grouped K-fold cross-validation, repeated over --seeds, scored beside two baselines (the
@@ -427,7 +437,8 @@ def train(features_dir: Path, run_dir: Path | None, resume_dir: Path | None, epo
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss=loss, patience=patience,
                       group_by=group_by, val_fraction=val_fraction, seed=seed, workers=workers,
                       augment=not no_augment, max_seq_len=max_seq_len, target=target,
-                      frame_cache=not no_frame_cache, visual=visual, imports=_parse_imports(imports))  # fmt: skip
+                      frame_cache=not no_frame_cache, visual=visual, imports=_parse_imports(imports),
+                      ema_decay=ema_decay, mixup=mixup)  # fmt: skip
     sizes = {"hidden": hidden, "layers": layers, "heads": heads, "dropout": dropout}
     model = {k: v for k, v in sizes.items() if v is not None}  # the rest: the Trainer's size rule
     from mmemo.pipeline.progress import resolve_mode

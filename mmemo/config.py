@@ -201,6 +201,8 @@ VISUAL_INPUTS = ("auto", "faces", "frames")
 FACE_SHARE_MIN = 0.5
 # What `mmemo train --resume` may change: how long to go on, and how the data is read; not what is learnt.
 RESUMABLE = ("epochs", "patience", "workers", "frame_cache")
+# The small-corpus default of TrainConfig.ema_decay (docs/training.md, "Real data: what was tried").
+SMALL_EMA_DECAY = 0.99
 
 
 @dataclass(frozen=True)
@@ -232,8 +234,28 @@ class TrainConfig(Serialisable):
     # Which of the features directory's --import streams the model reads: None every one of them (a user who
     # extracted with --import expects it used), () none, or these names.
     imports: tuple[str, ...] | None = None
+    # Decay per optimisation step of the exponential moving average of the weights that is validated and saved
+    # (mmemo.model.averaging); 0: no averaging, the live weights are saved. None: SMALL_EMA_DECAY for small corpora
+    # (under SMALL_CORPUS_S of training media), 0 otherwise.
+    ema_decay: float | None = None
+    # Mixup between the training windows of a batch (inputs and labels, mmemo.pipeline.train.mixup_batch): the
+    # Beta(mixup, mixup) parameter of the mixing weights; 0: off.
+    mixup: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """A saved configuration; one written before weight averaging and mixup (no ``ema_decay`` / ``mixup`` key)
+        had neither."""
+        d = dict(d)
+        d.setdefault("ema_decay", 0.0)
+        d.setdefault("mixup", 0.0)
+        return super().from_dict(d)
 
     def __post_init__(self) -> None:
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay {self.ema_decay} is not in [0, 1)")
+        if self.mixup < 0:
+            raise ConfigError(f"mixup {self.mixup} is negative (0 turns it off)")
         if self.imports is not None:  # JSON gives a list back
             object.__setattr__(self, "imports", tuple(str(n) for n in self.imports))
         if self.visual not in VISUAL_INPUTS:

@@ -10,7 +10,10 @@ it and nothing in it can execute code. Keys (``CHECKPOINT_VERSION`` 1):
   and presence columns too); ``imports`` (optional; absent before imports: none): one dict per ``--import``
   stream the model reads (``name``, ``side``, ``columns``, ``mean``, ``std``: ``mmemo.data.dataset.ImportInput``);
 - training state for ``mmemo train --resume``: ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``best``,
-  ``bad_epochs``, ``rng`` and ``train_config``.
+  ``bad_epochs``, ``rng`` and ``train_config``; with weight averaging (``train_config["ema_decay"]`` > 0), ``model``
+  holds the averaged weights (what is served) and two more keys the state training goes on from: ``model_live``
+  (the optimiser's weights) and ``ema_updates`` (the number of averaging steps so far). Checkpoints written before
+  averaging have neither and a ``train_config`` without ``ema_decay``: they load, predict and resume as before.
 """
 
 from __future__ import annotations

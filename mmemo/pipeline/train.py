@@ -5,9 +5,10 @@
 2. Statistics: per-dimension mean / std of the audio features on the training split (saved with the model), and
    of each ``--import`` stream the model reads (``TrainConfig.imports``) over its unmasked rows.
 3. Model, AdamW, OneCycleLR with warm-up.
-4. Each epoch: train on random windows, validate on windows covering every validation row, compute the field's
-   metrics, print a table, append metrics.csv, draw curves, save last.pt (and best.pt when the validation mean
-   CCC improves), stop early after ``patience`` epochs without improvement.
+4. Each epoch: train on random windows (after each step, the moving average of the weights follows them when
+   ``ema_decay`` > 0: that average is what is validated and saved), validate on windows covering every
+   validation row, compute the field's metrics, print a table, append metrics.csv, draw curves, save last.pt (and
+   best.pt when the validation mean CCC improves), stop early after ``patience`` epochs without improvement.
 
 Checkpoints follow ``mmemo.model.checkpoint`` (data only, read with ``weights_only=True``). Only the training use
 cases import this module (``crossval``, ``demo``): serving code (predict, stream, evaluate, export) never does.
@@ -29,7 +30,7 @@ import pandas as pd
 import torch
 
 from mmemo import __version__, atomic
-from mmemo.config import FACE_SHARE_MIN, RESUMABLE, SMALL_CORPUS_S, TrainConfig
+from mmemo.config import FACE_SHARE_MIN, RESUMABLE, SMALL_CORPUS_S, SMALL_EMA_DECAY, TrainConfig
 from mmemo.data import schema as S
 from mmemo.data.dataset import (
     Augment,
@@ -50,6 +51,7 @@ from mmemo.data.labels import DIMENSIONS
 from mmemo.data.shards import open_shard
 from mmemo.errors import ConfigError, MmemoError
 from mmemo.features.registry import feature_dims
+from mmemo.model.averaging import WeightAverage
 from mmemo.model.checkpoint import (
     CHECKPOINT_VERSION,
     SERVING_KEYS,
@@ -99,6 +101,39 @@ def loss_fn(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, cfg: T
         return mse
     ccc_term = (1 - masked_ccc(pred, target, mask)).mean()
     return ccc_term if cfg.loss == "ccc" else cfg.ccc_weight * ccc_term + (1 - cfg.ccc_weight) * mse
+
+
+# ---------------------------------------------------------------------------------------------------------- mixup
+def mixup_batch(b: dict[str, torch.Tensor], lam: torch.Tensor, perm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mixup between the windows of a batch (Zhang et al. 2018): window i becomes lam_i x window i + (1 - lam_i) x
+    window perm_i, inputs and labels alike, on the rows both hold (a pair of windows of unequal length is cut to
+    the shorter: padding has no value to mix). ``b`` as ``to_device`` / ``augment_batch`` give it (standardised
+    audio, frames in [0, 1]); lam (B,) in [0, 1], perm (B,) a permutation. Returns a new batch dict.
+
+    A row keeps a modality (or a label) only where both windows have it: mixing a real row with an absent one
+    would teach the model values no clip has."""
+    out = dict(b)
+    both = lambda key: b[key] & b[key][perm]  # noqa: E731  (B, T) bool
+    out["pad_mask"] = pad = both("pad_mask")
+    for key in ("audio_mask", "video_mask", "label_mask"):
+        out[key] = both(key) & pad
+    for key in ("audio", "frames", "labels", "video_import"):
+        if key in b:
+            x = b[key]
+            w = lam.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))  # (B, 1, ...)
+            out[key] = w * x + (1 - w) * x[perm]
+    if "has_audio" in b:
+        out["has_audio"] = b["has_audio"] & b["has_audio"][perm]
+    return out
+
+
+def mixup_draw(batch_size: int, alpha: float, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lam (B,) ~ Beta(alpha, alpha), a permutation (B,)) for optimisation step ``step``: drawn from the seed and
+    the step alone (not from the global RNG), so that a resumed run draws what an uninterrupted one does."""
+    rng = np.random.default_rng([seed, step])
+    perm = rng.permutation(batch_size)
+    lam = rng.beta(alpha, alpha, size=batch_size)
+    return torch.from_numpy(lam.astype(np.float32)), torch.from_numpy(perm)
 
 
 # ------------------------------------------------------------------------------------------------------- training
@@ -254,6 +289,7 @@ class Trainer:
         cfg = dataclasses.replace(
             cfg, epochs=cfg.epochs or (60 if small else 30), patience=cfg.patience or (15 if small else 8),
             val_fraction=val_fraction(self.corpus, cfg),
+            ema_decay=cfg.ema_decay if cfg.ema_decay is not None else (SMALL_EMA_DECAY if small else 0.0),
         )  # fmt: skip
         self.cfg = cfg
         self.plots = plots
@@ -299,6 +335,7 @@ class Trainer:
                     f"{labelled_s / 60:.1f} min of training media (under {SMALL_CORPUS_S // 60} min): the small "
                     f"model ({', '.join(f'{k} {v}' for k, v in size.items())}) unless given otherwise; "
                     f"{cfg.epochs} epochs, patience {cfg.patience}"
+                    + (f", weights averaged (EMA decay {cfg.ema_decay})" if cfg.ema_decay else "")
                 )
         self.visual = self._visual(cfg, ckpt)
         self.model = MultiModalTransformer(self.model_cfg).to(self.device)
@@ -327,8 +364,17 @@ class Trainer:
         self._starved_said = False
         self.train_loader: WindowLoader | None = None
         self.val_loader: WindowLoader | None = None
+        # The averaged weights (when averaging): what is validated, saved as the checkpoint's "model" and served.
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
+            # with averaging, "model" holds the average and "model_live" the weights training goes on from
+            if self.ema is not None and not {"model_live", "ema_updates"} <= set(ckpt):
+                raise MmemoError(f"{self.run_dir / 'last.pt'}: the run averages its weights (ema_decay "
+                                 f"{cfg.ema_decay}) but the checkpoint holds no model_live / ema_updates to go on "
+                                 "from: damaged? start a new run with --out")  # fmt: skip
+            self.model.load_state_dict(ckpt["model_live"] if self.ema is not None else ckpt["model"])
+            if self.ema is not None:
+                self.ema.load(ckpt["model"], ckpt["ema_updates"])
             self.opt.load_state_dict(ckpt["optimizer"])
             self.sched.load_state_dict(ckpt["scheduler"])
             self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
@@ -415,11 +461,20 @@ class Trainer:
         }
         atomic.write_json(self.run_dir / "config.json", record)
 
+    @property
+    def served(self) -> torch.nn.Module:
+        """The weights that are validated and saved as the checkpoint's ``model``: the average when averaging."""
+        return self.ema.module if self.ema is not None else self.model
+
     def checkpoint(self) -> dict:
+        averaging = (
+            {"model_live": self.model.state_dict(), "ema_updates": self.ema.updates} if self.ema is not None else {}
+        )
         return {
             "version": CHECKPOINT_VERSION,
             "mmemo_version": __version__,
-            "model": self.model.state_dict(),
+            "model": self.served.state_dict(),
+            **averaging,
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "epoch": self.epoch,
@@ -460,6 +515,11 @@ class Trainer:
         b = to_device(batch, self.device)
         if "aug_stretch" in b:
             b = augment_batch(b, self.cfg.max_seq_len)
+        if self.cfg.mixup > 0 and len(b["pad_mask"]) > 1:
+            lam, perm = mixup_draw(
+                len(b["pad_mask"]), self.cfg.mixup, self.cfg.seed, self.world * self.step + self.rank
+            )
+            b = mixup_batch(b, lam.to(self.device), perm.to(self.device))
         with self._autocast():
             pred = self.net(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"], self._vi(b))
         pred, labels, mask = pred.float(), b["labels"], b["label_mask"]
@@ -473,6 +533,8 @@ class Trainer:
         self.opt.step()
         if self.step < self.sched.total_steps:
             self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.step += 1
         return loss.detach()
 
@@ -539,8 +601,10 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, dataset: ShardDataset) -> dict[int, dict[str, np.ndarray]]:
-        """clip index -> {"pred": (T, 2), "labels": (T, 2), "mask": (T,)} over every row (eval windows)."""
-        self.model.eval()
+        """clip index -> {"pred": (T, 2), "labels": (T, 2), "mask": (T,)} over every row (eval windows), by the
+        weights that are saved (``served``: the average when averaging)."""
+        model = self.served
+        model.eval()
         out = {
             ci: {"pred": np.zeros((c.n_frames, 2), np.float32), "labels": np.zeros((c.n_frames, 2), np.float32),
                  "mask": np.zeros(c.n_frames, bool), "covered": np.zeros(c.n_frames, bool)}
@@ -555,7 +619,7 @@ class Trainer:
         for batch in loader:
             b = to_device(batch, self.device)
             with self._autocast():
-                pred = self.model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"], self._vi(b))
+                pred = model(b["audio"], b["frames"], b["pad_mask"], b["audio_mask"], b["video_mask"], self._vi(b))
             pred = pred.float().cpu().numpy()
             for i in range(len(batch["clip"])):
                 ci, s0 = int(batch["clip"][i]), int(batch["start"][i])
