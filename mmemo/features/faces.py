@@ -30,6 +30,8 @@ from typing import Protocol
 
 import numpy as np
 
+from mmemo.media.sampling import box_factors
+
 # Five-point template for a 112 x 112 crop (x, y): eyes, nose tip, mouth corners; the layout face-recognition
 # crops use, so the face fills the crop with a margin for the chin and the brow.
 TEMPLATE_112 = np.array(
@@ -83,17 +85,6 @@ def apply_transform(m: np.ndarray, points: np.ndarray) -> np.ndarray:
 # How a crop is sampled from its picture; part of each extracted clip's key (mmemo.pipeline.extract.clip_key), so
 # features whose crops were sampled otherwise (bilinear alone, before 2026-11-30) are extracted again on resume.
 CROP_SAMPLING = "box-reduced, bilinear"
-
-
-def box_factors(a: np.ndarray) -> tuple[int, int]:
-    """(kx, ky): how many whole source pixels one crop pixel spans along the source's x and y axes, at least 1.
-
-    ``a``: the linear part (2, 2) or more of the crop -> source map. Sampling a picture bilinearly where a crop
-    pixel spans k > 1 source pixels reads 4 of its k^2 pixels and aliases (a face 3 times larger than its crop
-    shimmers as the landmarks move by a fraction of a pixel), so the source is first averaged over k x k blocks."""
-    kx = max(1, int(np.hypot(a[0, 0], a[0, 1]) + 1e-9))
-    ky = max(1, int(np.hypot(a[1, 0], a[1, 1]) + 1e-9))
-    return kx, ky
 
 
 def box_reduce(image: np.ndarray, kx: int, ky: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
-from mmemo.features.faces import box_factors
+from mmemo.media.sampling import box_factors
 
 # (chroma subsampling x, y) of the 8-bit planar formats read as they are; anything else is converted to yuv420p.
 _PLANAR = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (2, 1), "yuvj422p": (2, 1), "yuv444p": (1, 1),
@@ -50,7 +50,7 @@ def _sample(plane: Image.Image, a: np.ndarray, size: int, fill: int) -> Image.Im
     """The ``size x size`` picture whose pixel edges map to ``plane``'s edge coordinates by ``a`` (3, 3): bilinear
     (Pillow's affine transform, in C), ``fill`` outside; where a crop pixel spans k >= 2 plane pixels, only the part
     of the plane the crop covers is first averaged over k x k blocks (``Image.reduce``; the blocks on the lattice of
-    the whole plane, as ``mmemo.features.faces.warp_affine`` does for an RGB picture), so it does not alias."""
+    the whole plane, as ``warp_affine`` of ``mmemo.features.faces`` does for an RGB picture), so it does not alias."""
     kx, ky = box_factors(a)
     if kx > 1 or ky > 1:
         corners = a[:2] @ np.array([[0, size, 0, size], [0, 0, size, size], [1, 1, 1, 1]], np.float64)
