@@ -130,8 +130,8 @@ class FramePicture:
         yy = _sample(y, luma, size, black)
         # Chroma sampled at every crop pixel too (from its subsampled plane): a face large in the frame keeps its
         # colour detail (lips, cheeks), within about a grey level of converting the whole frame first.
-        cb = _sample(u, np.diag([1.0 / sx, 1.0 / sy, 1.0]) @ luma, size, 128)
-        cr = _sample(v, np.diag([1.0 / sx, 1.0 / sy, 1.0]) @ luma, size, 128)
+        chroma = np.diag([1.0 / sx, 1.0 / sy, 1.0]) @ luma
+        cb, cr = _sample(u, chroma, size, 128), _sample(v, chroma, size, 128)
         # Y'CbCr -> R'G'B' in one affine colour matrix applied by Pillow in C (rounded, clipped to 0..255): a
         # third of the per-row cost of the same arithmetic in NumPy floats.
         return np.asarray(Image.merge("RGB", (yy, cb, cr)).convert("RGB", _rgb_matrix(matrix, full)))
