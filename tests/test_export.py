@@ -32,10 +32,13 @@ SIZES = [(2, 23), (3, 50), (1, 1)]  # (batch, time): one past the model's max_se
 def make_run(run_dir, audio: bool, video: bool, seed: int = 0):
     """A run directory holding a best.pt with the keys `mmemo train` writes (untrained weights, but batch-norm
     statistics and feature statistics that are not the identity, so that a lost one would show). The audio-only
-    model has the statistics-pooling head, so that exports cover it too."""
+    model is the small-corpus kind (statistics-pooling head, no audio LayerNorm, no fusion batch norm), so that
+    exports cover it too."""
     torch.manual_seed(seed)
+    small = audio and not video
     cfg = ModelConfig(audio_dim=6 if audio else 0, video=video, hidden=16, heads=2, layers=1, video_size=8,
-                      cnn_channels=(4, 8), max_seq_len=40, stats_head=audio and not video)  # fmt: skip
+                      cnn_channels=(4, 8), max_seq_len=40, stats_head=small, audio_norm=not small,
+                      fusion_norm="none" if small else "batch")  # fmt: skip
     model = MultiModalTransformer(cfg)
     for m in model.modules():
         if hasattr(m, "running_mean"):

@@ -183,3 +183,53 @@ def test_stats_head_sees_the_window_as_a_whole():
         a2[0, 0] += 3.0
         moved = not torch.allclose(model(audio, None, pad)[0, 5], model(a2, None, pad)[0, 5])
         assert moved == changes
+
+
+def test_audio_norm_off_keeps_a_rows_level():
+    """With the LayerNorm after the audio projection, a row and the same row 3x louder embed alike (the norm divides
+    the level out: a projection without bias maps 3x to 3x, which the norm rescales back); without it
+    (``audio_norm=False``, the small-corpus model) the embedding is 3x too, so the level reaches the encoders."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 6)
+    pad = torch.ones(1, 4, dtype=torch.bool)
+    for norm in (True, False):
+        model = MultiModalTransformer(ModelConfig(**TINY, video=False, audio_norm=norm)).eval()
+        torch.nn.init.zeros_(model.audio_in[0].bias)
+        a1, *_ = model.embed(x, None, pad)
+        a3, *_ = model.embed(3 * x, None, pad)
+        if norm:
+            torch.testing.assert_close(a3, a1, atol=1e-4, rtol=1e-4)
+        else:
+            torch.testing.assert_close(a3, 3 * a1)
+
+
+def test_fusion_norm_none_makes_samples_independent_in_training():
+    """Batch norm over the fused states (``fusion_norm="batch"``) makes a training sample's output depend on the
+    clips batched with it; with ``"none"`` it is the same whatever the other sample is."""
+    torch.manual_seed(0)
+    cfg = {**TINY, "video": False, "dropout": 0.0, "modality_dropout": 0.0}
+    x = torch.randn(3, 5, 6)
+    pad = torch.ones(2, 5, dtype=torch.bool)
+    for norm, independent in (("batch", False), ("none", True)):
+        model = MultiModalTransformer(ModelConfig(**cfg, fusion_norm=norm)).train()
+        with_1 = model(x[[0, 1]], None, pad)[0]
+        with_2 = model(x[[0, 2]], None, pad)[0]
+        assert torch.allclose(with_1, with_2) == independent
+
+
+def test_model_config_norm_options_and_old_checkpoints():
+    """A model configuration saved before the options (no keys) rebuilds the model as it was trained: LayerNorm
+    after the audio projection, batch norm over the fused states; an unknown fusion norm is one clear error."""
+    from mmemo.errors import ConfigError
+
+    old = ModelConfig(**TINY).to_dict()
+    del old["audio_norm"], old["fusion_norm"]
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.audio_norm is True and cfg.fusion_norm == "batch"
+    keys = set(MultiModalTransformer(cfg).state_dict())
+    assert {"audio_in.1.weight", "fuse_norm.running_mean"} <= keys
+    new = set(MultiModalTransformer(ModelConfig(**TINY, audio_norm=False, fusion_norm="none")).state_dict())
+    assert keys - new == {"audio_in.1.weight", "audio_in.1.bias", "fuse_norm.weight", "fuse_norm.bias",
+                          "fuse_norm.running_mean", "fuse_norm.running_var"}  # fmt: skip
+    with pytest.raises(ConfigError, match="fusion_norm 'layer' is not one of batch, none"):
+        ModelConfig(**TINY, fusion_norm="layer")

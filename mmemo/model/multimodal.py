@@ -61,6 +61,14 @@ class MaskedBatchNorm(nn.Module):
         return y * self.weight.to(x.dtype) + self.bias.to(x.dtype)
 
 
+class NoNorm(nn.Module):
+    """``MaskedBatchNorm``'s place when the fused states are not normalised (``ModelConfig.fusion_norm`` "none")."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D), mask (B, T) -> x unchanged."""
+        return x
+
+
 class FrameEncoder(nn.Module):
     """A small CNN: one (3, S, S) frame -> one ``hidden`` vector (strided convolutions, global average pool)."""
 
@@ -99,7 +107,9 @@ class MultiModalTransformer(nn.Module):
         # plain copies of what forward reads: TorchScript cannot read a dataclass attribute
         self.hidden, self.modality_dropout = cfg.hidden, cfg.modality_dropout
         H = cfg.hidden
-        self.audio_in = nn.Sequential(nn.Linear(cfg.audio_dim, H), nn.LayerNorm(H)) if cfg.audio_dim > 0 else None
+        # (Identity keeps the state dict's keys: audio_in.0 is the projection either way)
+        audio_norm = nn.LayerNorm(H) if cfg.audio_norm else nn.Identity()
+        self.audio_in = nn.Sequential(nn.Linear(cfg.audio_dim, H), audio_norm) if cfg.audio_dim > 0 else None
         self.frame_encoder = FrameEncoder(cfg.cnn_channels, H) if cfg.video else None
         # Video-side imports (OpenFace action units, embeddings): projected as the audio features are, and added to
         # the frame's embedding on the rows where they are present.
@@ -122,7 +132,7 @@ class MultiModalTransformer(nn.Module):
             for _ in range(cfg.cross_layers)
         )
         self.fuse = nn.Linear(2 * H, H)
-        self.fuse_norm = MaskedBatchNorm(H)
+        self.fuse_norm = MaskedBatchNorm(H) if cfg.fusion_norm == "batch" else NoNorm()
         self.drop = nn.Dropout(cfg.dropout)
         self.stats_head = cfg.stats_head
         self.head = nn.Linear(3 * H if cfg.stats_head else H, 2)  # (valence, arousal)

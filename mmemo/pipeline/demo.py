@@ -127,7 +127,8 @@ def make_demo_corpus(out: str | os.PathLike, n_clips: int = 12, seconds: float =
 
 # The dozen clips need no 256-wide model; the rest pinned so that the demo's figures do not move with the
 # small-corpus defaults of the Trainer.
-DEMO_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.1, "stats_head": False}
+DEMO_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.1, "stats_head": False, "audio_norm": True,
+              "fusion_norm": "batch"}  # fmt: skip
 
 
 def run_demo(out: str | os.PathLike, *, n_clips: int = 12, jobs: int = 1, log: Callable[[str], None] = print):

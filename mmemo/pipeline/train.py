@@ -65,9 +65,12 @@ from mmemo.model.sync import global_batch_norms
 from mmemo.pipeline.metrics import ccc, evaluate, is_constant
 from mmemo.provenance import package_versions
 
-# Under SMALL_CORPUS_S of training media the default model is this small one (docs/training.md: on a 47-clip
-# speech corpus it did better than the default size in cross-validation, level with ridge on clip statistics).
-SMALL_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.3, "stats_head": True}
+# Under SMALL_CORPUS_S of training media the default model is this small one (docs/training.md, "Real data: what was
+# tried": on a 47-clip speech corpus it did better than the default size in cross-validation). Its audio projection
+# keeps each row's level (no LayerNorm) and its fused states are not batch-normalised: with a batch of a few clips
+# labelled per clip, batch statistics normalise each clip by the ones it is batched with.
+SMALL_MODEL = {"hidden": 64, "layers": 2, "heads": 4, "dropout": 0.3, "stats_head": True, "audio_norm": False,
+               "fusion_norm": "none"}  # fmt: skip
 # Batches each DataLoader worker keeps in flight: PyTorch's default. 4 gave no more windows/s with 2 workers on 2
 # cores (benchmarks/train.py --workers 2 --prefetch 4: 171-176 against 182-319 windows/s on a shared machine) and
 # holds twice the batches in shared memory. Persistent workers: the spawn and imports are paid once per run.
