@@ -221,6 +221,8 @@ def test_a_small_corpus_labelled_per_clip_cross_validates_without_a_validation_s
     from mmemo.pipeline.extract import extract_corpus
 
     make_demo_corpus(tmp_path / "corpus", n_clips=4, seconds=2.0)
+    extract_corpus(tmp_path / "corpus", tmp_path / "features_tc", ExtractConfig(faces=False), jobs=1,
+                   progress=False, log=lambda s: None)  # fmt: skip
     (tmp_path / "corpus/labels.csv").write_text(
         "clip,valence,arousal\n"
         + "".join(f"speaker{k}/clip{k:02d},{0.2 * k - 0.3},{0.1 - 0.2 * k}\n" for k in range(4))
@@ -237,6 +239,15 @@ def test_a_small_corpus_labelled_per_clip_cross_validates_without_a_validation_s
     for k in (0, 1):
         run = json.loads((tmp_path / "cv" / "seed0" / f"fold{k}" / "config.json").read_text())
         assert run["val_clips"] == [] and len(run["train_clips"]) == 2
+        # the small-corpus model for per-clip labels: no LayerNorm after the audio projection, no fusion batch norm
+        assert run["model"]["audio_norm"] is False and run["model"]["fusion_norm"] == "none"
+    # the same clips labelled over time (the demo's own labels): the fusion batch norm stays
+    from mmemo.pipeline.train import Trainer
+
+    with Trainer(tmp_path / "features_tc", tmp_path / "run_tc", cfg, {"hidden": 16, "layers": 1, "heads": 2},
+                 log=lambda s: None, progress=False) as trainer:  # fmt: skip
+        assert trainer.target == "frame"
+        assert trainer.model_cfg.audio_norm is False and trainer.model_cfg.fusion_norm == "batch"
 
 
 def test_ridge_statistics_of_an_import_and_the_imputation_of_a_clip_without_it():

@@ -44,8 +44,9 @@ class ModelConfig(Serialisable):
     audio_norm: bool = True
     # Normalisation of the fused states: "batch" (MaskedBatchNorm: statistics over the batch's real rows) or "none".
     # With per-clip labels and a batch of a few clips, batch statistics normalise each clip by the others it is
-    # batched with: a batch of loud clips looks average. The small-corpus model uses "none" (+0.03 valence, +0.01
-    # arousal on the 47 real clips); a checkpoint from before the option gets "batch".
+    # batched with: a batch of loud clips looks average. The small-corpus model uses "none" where its labels are per
+    # clip (+0.03 valence, +0.01 arousal on the 47 real clips; with time-continuous labels the batch norm helped the
+    # demo); a checkpoint from before the option gets "batch".
     fusion_norm: str = "batch"
     # Video-side ``--import`` streams (mmemo.data.dataset.import_block): the width of the ``video_import`` input
     # (B, T, Dvi) (0: no such input; a checkpoint from before imports has no key and gets 0), of which the last
